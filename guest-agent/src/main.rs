@@ -1,0 +1,329 @@
+//! boxbuild-agent: runs inside the box, as PID 1 of a minimal init or as a service.
+//!
+//! It finds its virtio-serial port, greets the host, takes one job, mounts the shares the
+//! job names, runs the builder with exactly the given argv, streams its output, reports how
+//! it ended, and powers the box off.
+
+mod sys;
+
+use guest_agent::protocol::{self, kind, Job, Status};
+use std::ffi::OsStr;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+type Channel = Arc<Mutex<File>>;
+
+fn agent_version() -> &'static str {
+    match option_env!("CARGO_PKG_VERSION") {
+        Some(v) => v,
+        None => "dev",
+    }
+}
+
+fn main() {
+    let no_poweroff = std::env::args().any(|a| a == "--no-poweroff");
+    let pid1 = sys::is_pid1();
+    if pid1 {
+        mount_basics();
+    }
+    if let Err(e) = serve() {
+        eprintln!("boxbuild-agent: {}", e);
+    }
+    if pid1 || !no_poweroff {
+        let e = sys::power_off();
+        eprintln!("boxbuild-agent: power off failed: {}", e);
+    }
+    if pid1 {
+        // PID 1 must never exit: that would panic the kernel.
+        loop {
+            thread::sleep(Duration::from_secs(3600));
+        }
+    }
+}
+
+/// What an init must provide before anything else works; skipped for what is there already.
+fn mount_basics() {
+    let basics: [(&str, &str, &str); 4] = [
+        ("proc", "/proc", "proc"),
+        ("sysfs", "/sys", "sysfs"),
+        ("devtmpfs", "/dev", "devtmpfs"),
+        ("tmpfs", "/run", "tmpfs"),
+    ];
+    let mounted = fs::read_to_string("/proc/mounts").unwrap_or_default();
+    for (source, target, fstype) in basics.iter() {
+        let present = mounted
+            .lines()
+            .any(|l| l.split_whitespace().nth(1) == Some(*target));
+        if present {
+            continue;
+        }
+        let _ = fs::create_dir_all(target);
+        let flags = sys::MS_NOSUID;
+        if let Err(e) = sys::mount_fs(
+            source.as_bytes(),
+            target.as_bytes(),
+            fstype.as_bytes(),
+            flags,
+            b"",
+        ) {
+            eprintln!("boxbuild-agent: mount {}: {}", target, e);
+        }
+    }
+    if std::env::var_os("PATH").is_none() {
+        std::env::set_var(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        );
+    }
+}
+
+/// The /dev node of the named virtio-serial port; waits for the driver to create it.
+fn find_port(name: &str, wait: Duration) -> io::Result<PathBuf> {
+    let start = Instant::now();
+    loop {
+        if let Ok(entries) = fs::read_dir("/sys/class/virtio-ports") {
+            for entry in entries.flatten() {
+                let port_name = fs::read_to_string(entry.path().join("name")).unwrap_or_default();
+                if port_name.trim() == name {
+                    let dev = Path::new("/dev").join(entry.file_name());
+                    if dev.exists() {
+                        return Ok(dev);
+                    }
+                }
+            }
+        }
+        if start.elapsed() > wait {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("virtio-serial port {} not found", name),
+            ));
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn send(channel: &Channel, kind: u8, payload: &[u8]) -> io::Result<()> {
+    let mut port = channel.lock().unwrap_or_else(|p| p.into_inner());
+    protocol::write_frame(&mut *port, kind, payload)
+}
+
+fn log(channel: &Channel, message: &str) {
+    eprintln!("boxbuild-agent: {}", message);
+    let _ = send(channel, kind::LOG, message.as_bytes());
+}
+
+fn serve() -> io::Result<()> {
+    let port_path = find_port(protocol::PORT_NAME, Duration::from_secs(60))?;
+    let port = OpenOptions::new().read(true).write(true).open(&port_path)?;
+    let mut reader = port.try_clone()?;
+    let channel: Channel = Arc::new(Mutex::new(port));
+    send(
+        &channel,
+        kind::HELLO,
+        &protocol::encode_hello(agent_version()),
+    )?;
+
+    let job = loop {
+        match protocol::read_frame(&mut reader)? {
+            Some(frame) if frame.kind == kind::JOB => break Job::decode(&frame.payload)?,
+            Some(_) => continue,
+            None => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "host closed the channel before sending a job",
+                ))
+            }
+        }
+    };
+
+    let status = match mount_all(&job, &channel) {
+        Ok(()) => run_builder(&job, &channel),
+        Err(e) => Status::AgentError(e),
+    };
+    sys::sync_all();
+    for m in job.mounts.iter().rev() {
+        let _ = sys::unmount_lazy(&m.target);
+    }
+    sys::sync_all();
+    send(&channel, kind::STATUS, &status.encode())
+}
+
+fn mount_all(job: &Job, channel: &Channel) -> Result<(), String> {
+    for m in &job.mounts {
+        let target = OsStr::from_bytes(&m.target);
+        fs::create_dir_all(target).map_err(|e| {
+            format!(
+                "cannot create mount point {}: {}",
+                target.to_string_lossy(),
+                e
+            )
+        })?;
+        let flags = if m.readonly { sys::MS_RDONLY } else { 0 } | sys::MS_NODEV;
+        sys::mount_fs(&m.source, &m.target, &m.fstype, flags, &m.options).map_err(|e| {
+            format!(
+                "mount {} ({}) on {}: {}",
+                String::from_utf8_lossy(&m.source),
+                String::from_utf8_lossy(&m.fstype),
+                target.to_string_lossy(),
+                e
+            )
+        })?;
+        log(
+            channel,
+            &format!(
+                "mounted {} on {}{}",
+                String::from_utf8_lossy(&m.source),
+                target.to_string_lossy(),
+                if m.readonly { " (read-only)" } else { "" }
+            ),
+        );
+    }
+    Ok(())
+}
+
+/// Copies one output pipe of the builder into frames of `kind` until it closes.
+fn forward(mut pipe: impl Read, channel: Channel, kind: u8, done: mpsc::Sender<()>) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match pipe.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                if send(&channel, kind, &buf[..n]).is_err() {
+                    break;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    let _ = done.send(());
+}
+
+fn run_builder(job: &Job, channel: &Channel) -> Status {
+    let argv: Vec<&OsStr> = job.argv.iter().map(|a| OsStr::from_bytes(a)).collect();
+    let mut command = Command::new(argv[0]);
+    command
+        .args(&argv[1..])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if !job.workdir.is_empty() {
+        command.current_dir(OsStr::from_bytes(&job.workdir));
+    }
+    for entry in &job.env {
+        let split = entry.iter().position(|&b| b == b'=').unwrap_or(entry.len());
+        let value = entry.get(split + 1..).unwrap_or(b"");
+        command.env(OsStr::from_bytes(&entry[..split]), OsStr::from_bytes(value));
+    }
+    // SAFETY: new_session only calls setsid(), which is async-signal-safe.
+    unsafe {
+        command.pre_exec(sys::new_session);
+    }
+    let mut child = match command.spawn() {
+        Ok(child) => child,
+        Err(e) => {
+            return Status::AgentError(format!(
+                "cannot start builder {}: {}",
+                argv[0].to_string_lossy(),
+                e
+            ))
+        }
+    };
+    let pid = child.id() as i32;
+    let _ = send(channel, kind::STARTED, &(pid as u32).to_le_bytes());
+
+    let (done_tx, done_rx) = mpsc::channel();
+    let mut readers = Vec::new();
+    if let Some(out) = child.stdout.take() {
+        let (c, d) = (channel.clone(), done_tx.clone());
+        readers.push(thread::spawn(move || forward(out, c, kind::STDOUT, d)));
+    }
+    if let Some(err) = child.stderr.take() {
+        let (c, d) = (channel.clone(), done_tx.clone());
+        readers.push(thread::spawn(move || forward(err, c, kind::STDERR, d)));
+    }
+    drop(done_tx);
+
+    let raw = wait_for(pid, &mut child);
+    // Whatever the builder left running goes with it, so its pipes close and the box can
+    // power off.
+    sys::kill_pid(-pid, sys::SIGKILL);
+    if sys::is_pid1() {
+        sys::kill_pid(-1, sys::SIGKILL);
+        while sys::wait_any(false).is_some() {}
+    }
+    // Output still in flight is drained; a descendant that escaped the session cannot
+    // hold the status back for long.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for _ in 0..readers.len() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if done_rx.recv_timeout(left).is_err() {
+            break;
+        }
+    }
+    decode_wait_status(raw)
+}
+
+/// As PID 1 every orphan is our child too, so reap them all until the builder's own pid
+/// turns up; otherwise std's wait suffices.
+fn wait_for(pid: i32, child: &mut std::process::Child) -> i32 {
+    if sys::is_pid1() {
+        loop {
+            match sys::wait_any(true) {
+                Some((p, status)) if p == pid => return status,
+                Some(_) => continue,
+                None => return 0x7f00, // no children at all: treat as exit 127
+            }
+        }
+    }
+    use std::os::unix::process::ExitStatusExt;
+    match child.wait() {
+        Ok(status) => status.into_raw(),
+        Err(_) => 0x7f00,
+    }
+}
+
+fn decode_wait_status(raw: i32) -> Status {
+    let signal = raw & 0x7f;
+    if signal == 0 {
+        Status::Exited((raw >> 8) & 0xff)
+    } else {
+        Status::Signaled(signal)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wait_status_decoding() {
+        assert_eq!(decode_wait_status(0), Status::Exited(0));
+        assert_eq!(decode_wait_status(77 << 8), Status::Exited(77));
+        assert_eq!(decode_wait_status(255 << 8), Status::Exited(255));
+        assert_eq!(decode_wait_status(9), Status::Signaled(9));
+        assert_eq!(decode_wait_status(11 | 0x80), Status::Signaled(11));
+    }
+
+    #[test]
+    fn forward_turns_a_pipe_into_frames() {
+        let dir = std::env::temp_dir().join(format!("agent-fwd-{}", std::process::id()));
+        let channel: Channel = Arc::new(Mutex::new(File::create(&dir).unwrap()));
+        let (tx, rx) = mpsc::channel();
+        forward(&b"line one\nline two\n"[..], channel, kind::STDERR, tx);
+        rx.recv().unwrap();
+        let wire = fs::read(&dir).unwrap();
+        fs::remove_file(&dir).unwrap();
+        let frame = protocol::read_frame(&mut &wire[..]).unwrap().unwrap();
+        assert_eq!(frame.kind, kind::STDERR);
+        assert_eq!(frame.payload, b"line one\nline two\n");
+    }
+}

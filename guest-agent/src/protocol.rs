@@ -1,0 +1,361 @@
+//! The wire protocol between boxbuild (host) and boxbuild-agent (guest).
+//!
+//! It runs over one virtio-serial port. Every message is a frame:
+//! `kind: u8 | length: u32 little-endian | payload`. Strings travel as raw bytes with a
+//! length prefix, so any argument (spaces, quotes, unicode, non-UTF-8, empty) arrives
+//! exactly as it was sent; nothing is ever parsed by a shell.
+//!
+//! Order: guest sends `Hello`; host sends one `Job`; guest sends `Log`/`Started`/`Stdout`/
+//! `Stderr` frames and ends with exactly one `Status`. A stream that ends without `Status`
+//! means the box failed.
+//!
+//! Written for Rust 1.63 and without dependencies so the agent builds with a bare rustc.
+
+use std::io::{self, Read, Write};
+
+/// Bumped on any incompatible change to frames or the job layout.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Name of the virtio-serial port the agent talks on.
+pub const PORT_NAME: &str = "org.boxbuild.agent";
+
+/// Upper bound for one frame's payload; protects both sides from a corrupt length.
+pub const MAX_FRAME: u32 = 16 * 1024 * 1024;
+
+pub mod kind {
+    pub const HELLO: u8 = b'H';
+    pub const JOB: u8 = b'J';
+    pub const LOG: u8 = b'L';
+    pub const STARTED: u8 = b'B';
+    pub const STDOUT: u8 = b'1';
+    pub const STDERR: u8 = b'2';
+    pub const STATUS: u8 = b'S';
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    pub kind: u8,
+    pub payload: Vec<u8>,
+}
+
+pub fn write_frame<W: Write>(w: &mut W, kind: u8, payload: &[u8]) -> io::Result<()> {
+    if payload.len() as u64 > MAX_FRAME as u64 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "frame too large",
+        ));
+    }
+    let mut header = [0u8; 5];
+    header[0] = kind;
+    header[1..].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+    // One write per frame keeps frames from two writer threads from interleaving
+    // when the caller holds a lock around this call.
+    let mut buf = Vec::with_capacity(5 + payload.len());
+    buf.extend_from_slice(&header);
+    buf.extend_from_slice(payload);
+    w.write_all(&buf)?;
+    w.flush()
+}
+
+/// Reads one frame; `Ok(None)` on a clean end of stream before a frame started.
+pub fn read_frame<R: Read>(r: &mut R) -> io::Result<Option<Frame>> {
+    let mut header = [0u8; 5];
+    let mut got = 0;
+    while got < header.len() {
+        match r.read(&mut header[got..]) {
+            Ok(0) if got == 0 => return Ok(None),
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let len = u32::from_le_bytes([header[1], header[2], header[3], header[4]]);
+    if len > MAX_FRAME {
+        return Err(invalid("frame length over the limit"));
+    }
+    let mut payload = vec![0u8; len as usize];
+    r.read_exact(&mut payload)?;
+    Ok(Some(Frame {
+        kind: header[0],
+        payload,
+    }))
+}
+
+fn invalid(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what.to_string())
+}
+
+/// Appends length-prefixed fields to a payload.
+#[derive(Default)]
+pub struct Encoder {
+    buf: Vec<u8>,
+}
+
+impl Encoder {
+    pub fn new() -> Self {
+        Encoder::default()
+    }
+    pub fn u32(&mut self, v: u32) -> &mut Self {
+        self.buf.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+    pub fn i32(&mut self, v: i32) -> &mut Self {
+        self.buf.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+    pub fn bytes(&mut self, v: &[u8]) -> &mut Self {
+        self.u32(v.len() as u32);
+        self.buf.extend_from_slice(v);
+        self
+    }
+    pub fn list(&mut self, items: &[Vec<u8>]) -> &mut Self {
+        self.u32(items.len() as u32);
+        for item in items {
+            self.bytes(item);
+        }
+        self
+    }
+    pub fn finish(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.buf)
+    }
+}
+
+/// Reads the fields an `Encoder` wrote, failing on truncation instead of panicking.
+pub struct Decoder<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Decoder<'a> {
+    pub fn new(buf: &'a [u8]) -> Self {
+        Decoder { buf }
+    }
+    fn take(&mut self, n: usize) -> io::Result<&'a [u8]> {
+        if self.buf.len() < n {
+            return Err(invalid("truncated payload"));
+        }
+        let (head, tail) = self.buf.split_at(n);
+        self.buf = tail;
+        Ok(head)
+    }
+    pub fn u32(&mut self) -> io::Result<u32> {
+        let b = self.take(4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    pub fn i32(&mut self) -> io::Result<i32> {
+        Ok(self.u32()? as i32)
+    }
+    pub fn bytes(&mut self) -> io::Result<Vec<u8>> {
+        let n = self.u32()? as usize;
+        Ok(self.take(n)?.to_vec())
+    }
+    pub fn list(&mut self) -> io::Result<Vec<Vec<u8>>> {
+        let n = self.u32()? as usize;
+        if n > self.buf.len() / 4 {
+            return Err(invalid("list longer than its payload"));
+        }
+        let mut items = Vec::with_capacity(n);
+        for _ in 0..n {
+            items.push(self.bytes()?);
+        }
+        Ok(items)
+    }
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+}
+
+/// One filesystem the agent mounts before starting the builder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    pub fstype: Vec<u8>,
+    pub source: Vec<u8>,
+    pub target: Vec<u8>,
+    pub options: Vec<u8>,
+    pub readonly: bool,
+}
+
+/// What the host asks the agent to run.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Job {
+    /// The builder's argv; argv[0] is looked up in the guest's PATH.
+    pub argv: Vec<Vec<u8>>,
+    /// `NAME=value` entries added to the builder's environment.
+    pub env: Vec<Vec<u8>>,
+    pub mounts: Vec<Mount>,
+    pub workdir: Vec<u8>,
+}
+
+impl Job {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut e = Encoder::new();
+        e.u32(PROTOCOL_VERSION);
+        e.list(&self.argv).list(&self.env).bytes(&self.workdir);
+        e.u32(self.mounts.len() as u32);
+        for m in &self.mounts {
+            e.bytes(&m.fstype)
+                .bytes(&m.source)
+                .bytes(&m.target)
+                .bytes(&m.options)
+                .u32(m.readonly as u32);
+        }
+        e.finish()
+    }
+
+    pub fn decode(payload: &[u8]) -> io::Result<Job> {
+        let mut d = Decoder::new(payload);
+        let version = d.u32()?;
+        if version != PROTOCOL_VERSION {
+            return Err(invalid(&format!(
+                "job has protocol version {}, this agent speaks {}",
+                version, PROTOCOL_VERSION
+            )));
+        }
+        let argv = d.list()?;
+        let env = d.list()?;
+        let workdir = d.bytes()?;
+        let count = d.u32()?;
+        let mut mounts = Vec::new();
+        for _ in 0..count {
+            mounts.push(Mount {
+                fstype: d.bytes()?,
+                source: d.bytes()?,
+                target: d.bytes()?,
+                options: d.bytes()?,
+                readonly: d.u32()? != 0,
+            });
+        }
+        if !d.is_empty() {
+            return Err(invalid("trailing bytes after job"));
+        }
+        if argv.is_empty() {
+            return Err(invalid("job has an empty argv"));
+        }
+        Ok(Job {
+            argv,
+            env,
+            mounts,
+            workdir,
+        })
+    }
+}
+
+/// How the builder ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Status {
+    /// The builder exited with this code.
+    Exited(i32),
+    /// The builder was killed by this signal.
+    Signaled(i32),
+    /// The agent could not run the builder at all (mount failed, command not found, ...).
+    AgentError(String),
+}
+
+impl Status {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut e = Encoder::new();
+        match self {
+            Status::Exited(code) => e.u32(0).i32(*code).bytes(b""),
+            Status::Signaled(sig) => e.u32(1).i32(*sig).bytes(b""),
+            Status::AgentError(msg) => e.u32(2).i32(0).bytes(msg.as_bytes()),
+        };
+        e.finish()
+    }
+
+    pub fn decode(payload: &[u8]) -> io::Result<Status> {
+        let mut d = Decoder::new(payload);
+        let tag = d.u32()?;
+        let value = d.i32()?;
+        let message = String::from_utf8_lossy(&d.bytes()?).into_owned();
+        match tag {
+            0 => Ok(Status::Exited(value)),
+            1 => Ok(Status::Signaled(value)),
+            2 => Ok(Status::AgentError(message)),
+            _ => Err(invalid("unknown status tag")),
+        }
+    }
+}
+
+/// The agent's greeting: protocol version and the agent's own version string.
+pub fn encode_hello(agent_version: &str) -> Vec<u8> {
+    Encoder::new()
+        .u32(PROTOCOL_VERSION)
+        .bytes(agent_version.as_bytes())
+        .finish()
+}
+
+pub fn decode_hello(payload: &[u8]) -> io::Result<(u32, String)> {
+    let mut d = Decoder::new(payload);
+    let version = d.u32()?;
+    let agent = String::from_utf8_lossy(&d.bytes()?).into_owned();
+    Ok((version, agent))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_round_trips_arbitrary_bytes() {
+        let job = Job {
+            argv: vec![
+                b"builder".to_vec(),
+                b"".to_vec(),
+                b"$(rm -rf /) `x` 'q' \"dq\"".to_vec(),
+                vec![0xff, 0xfe, b'\n', 0],
+                "ünï cødé ✓".as_bytes().to_vec(),
+            ],
+            env: vec![b"A=b c".to_vec()],
+            mounts: vec![Mount {
+                fstype: b"9p".to_vec(),
+                source: b"tag".to_vec(),
+                target: b"/t".to_vec(),
+                options: b"trans=virtio".to_vec(),
+                readonly: true,
+            }],
+            workdir: b"/target".to_vec(),
+        };
+        assert_eq!(Job::decode(&job.encode()).unwrap(), job);
+    }
+
+    #[test]
+    fn truncated_job_is_an_error_not_a_panic() {
+        let bytes = Job {
+            argv: vec![b"x".to_vec()],
+            ..Job::default()
+        }
+        .encode();
+        for cut in 0..bytes.len() {
+            assert!(Job::decode(&bytes[..cut]).is_err(), "cut at {}", cut);
+        }
+    }
+
+    #[test]
+    fn frames_round_trip_and_end_cleanly() {
+        let mut wire = Vec::new();
+        write_frame(&mut wire, kind::STDOUT, b"hello").unwrap();
+        write_frame(&mut wire, kind::STATUS, &Status::Exited(77).encode()).unwrap();
+        let mut r = &wire[..];
+        let f1 = read_frame(&mut r).unwrap().unwrap();
+        assert_eq!(
+            (f1.kind, f1.payload.as_slice()),
+            (kind::STDOUT, &b"hello"[..])
+        );
+        let f2 = read_frame(&mut r).unwrap().unwrap();
+        assert_eq!(Status::decode(&f2.payload).unwrap(), Status::Exited(77));
+        assert!(read_frame(&mut r).unwrap().is_none());
+    }
+
+    #[test]
+    fn frame_cut_inside_header_is_an_error() {
+        let mut r = &[kind::STDOUT, 1, 0][..];
+        assert!(read_frame(&mut r).is_err());
+    }
+
+    #[test]
+    fn oversized_length_is_rejected() {
+        let mut wire = vec![kind::STDOUT];
+        wire.extend_from_slice(&(MAX_FRAME + 1).to_le_bytes());
+        assert!(read_frame(&mut &wire[..]).is_err());
+    }
+}

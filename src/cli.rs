@@ -1,0 +1,218 @@
+//! The command line. Options follow KIWI's Python boxbuild plugin so its users keep their
+//! habits; everything after `--` belongs to the builder and is passed on untouched.
+
+use clap::{ArgAction, Args, Parser, Subcommand};
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "boxbuild",
+    version,
+    about = "Run an OS-image builder (kiwi-ng) inside a throw-away virtual machine",
+    after_help = "Example:\n  boxbuild --box tiny -- --description ./desc --target-dir ./out\n\n\
+                  Exit status: the builder's own (0-255); 123 the box failed, 124 timeout, \
+                  125 setup error, 128+N interrupted by signal N.",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    #[command(flatten)]
+    pub build: BuildOptions,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Manage boxes.
+    #[command(name = "box", subcommand)]
+    Box(BoxCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BoxCommand {
+    /// List the boxes the catalogs know.
+    List,
+}
+
+#[derive(Debug, Args)]
+pub struct BuildOptions {
+    /// The box to build in, as NAME or NAME@VERSION.
+    #[arg(long = "box", value_name = "NAME")]
+    pub box_name: Option<String>,
+
+    /// Memory of the box, e.g. 512M or 8G (a bare number means GiB).
+    #[arg(long, value_name = "SIZE")]
+    pub box_memory: Option<String>,
+
+    /// Number of virtual CPUs of the box.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=512))]
+    pub box_smp_cpus: Option<u32>,
+
+    /// Do not use KVM; emulate the CPU (TCG).
+    #[arg(long)]
+    pub no_accel: bool,
+
+    /// QEMU machine type (default: q35 on x86_64, virt on aarch64).
+    #[arg(long, value_name = "TYPE")]
+    pub machine: Option<String>,
+
+    /// QEMU CPU model (default: host with KVM, max without).
+    #[arg(long, value_name = "MODEL")]
+    pub cpu: Option<String>,
+
+    /// Show the box's console on stderr while it runs.
+    #[arg(long)]
+    pub box_console: bool,
+
+    /// Stop the box and fail when the whole run takes longer, e.g. 90s, 30m, 2h.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Option<std::time::Duration>,
+
+    /// Say more about what boxbuild does (repeat for more).
+    #[arg(short, long, action = ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Print only the builder's output and errors.
+    #[arg(short, long, conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    /// List the available boxes and exit.
+    #[arg(long)]
+    pub list_boxes: bool,
+
+    /// Skip the check for a newer version of the box.
+    #[arg(long)]
+    pub no_update_check: bool,
+
+    /// Keep changes to the box across runs.
+    #[arg(long)]
+    pub no_snapshot: bool,
+
+    /// Share directories with 9p (virtio-9p).
+    #[arg(long = "9p-sharing", group = "sharing")]
+    pub nine_p_sharing: bool,
+
+    /// Share directories with virtiofs.
+    #[arg(long, group = "sharing")]
+    pub virtiofs_sharing: bool,
+
+    /// Share directories with sshfs.
+    #[arg(long, group = "sharing")]
+    pub sshfs_sharing: bool,
+
+    /// One more host path to share, mounted at the same path in the box.
+    #[arg(long, value_name = "PATH")]
+    pub shared_path: Option<PathBuf>,
+
+    /// Use the box built for x86_64.
+    #[arg(long = "x86_64", group = "arch_flag")]
+    pub x86_64: bool,
+
+    /// Use the box built for aarch64.
+    #[arg(long, group = "arch_flag")]
+    pub aarch64: bool,
+
+    /// Install this kiwi version in the box for this run.
+    #[arg(long, value_name = "VERSION")]
+    pub kiwi_version: Option<String>,
+
+    /// SSH private key for sshfs sharing.
+    #[arg(long, value_name = "FILE")]
+    pub ssh_key: Option<PathBuf>,
+
+    /// SSH port for sshfs sharing.
+    #[arg(long, value_name = "PORT")]
+    pub ssh_port: Option<u16>,
+
+    /// Keep the box running after the build and open a shell in it.
+    #[arg(long)]
+    pub box_debug: bool,
+
+    /// The builder's arguments, after `--`.
+    #[arg(last = true, value_name = "BUILDER_ARGS", value_parser = clap::value_parser!(OsString))]
+    pub builder_args: Vec<OsString>,
+}
+
+impl BuildOptions {
+    /// Options of the Python plugin that this version accepts but cannot honour yet; a
+    /// run that asks for one stops with a clear message instead of ignoring it.
+    pub fn unsupported(&self) -> Option<&'static str> {
+        let host_is_x86_64 = cfg!(target_arch = "x86_64");
+        let checks: [(bool, &'static str); 10] = [
+            (self.no_update_check, "--no-update-check"),
+            (self.no_snapshot, "--no-snapshot"),
+            (
+                self.virtiofs_sharing,
+                "--virtiofs-sharing (use --9p-sharing)",
+            ),
+            (self.sshfs_sharing, "--sshfs-sharing (use --9p-sharing)"),
+            (self.shared_path.is_some(), "--shared-path"),
+            (self.aarch64 && host_is_x86_64, "--aarch64"),
+            (self.x86_64 && !host_is_x86_64, "--x86_64"),
+            (self.kiwi_version.is_some(), "--kiwi-version"),
+            (
+                self.ssh_key.is_some() || self.ssh_port.is_some(),
+                "--ssh-key/--ssh-port",
+            ),
+            (self.box_debug, "--box-debug"),
+        ];
+        checks
+            .iter()
+            .find(|(asked, _)| *asked)
+            .map(|(_, name)| *name)
+    }
+}
+
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    if let Ok(seconds) = text.parse::<u64>() {
+        return Ok(std::time::Duration::from_secs(seconds));
+    }
+    humantime::parse_duration(text).map_err(|e| format!("{e} (examples: 90s, 30m, 2h)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builder_args_are_kept_raw() {
+        let cli = Cli::try_parse_from([
+            "boxbuild", "--box", "tiny", "--", "--type", "", "--box", "-q", "a b",
+        ])
+        .unwrap();
+        assert_eq!(cli.build.box_name.as_deref(), Some("tiny"));
+        let args: Vec<_> = cli
+            .build
+            .builder_args
+            .iter()
+            .map(|a| a.to_str().unwrap())
+            .collect();
+        assert_eq!(args, ["--type", "", "--box", "-q", "a b"]);
+    }
+
+    #[test]
+    fn sharing_flags_are_exclusive() {
+        assert!(Cli::try_parse_from(["boxbuild", "--9p-sharing", "--virtiofs-sharing"]).is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90").unwrap().as_secs(), 90);
+        assert_eq!(parse_duration("2m").unwrap().as_secs(), 120);
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn later_options_are_refused_by_name() {
+        let cli = Cli::try_parse_from(["boxbuild", "--box", "x", "--virtiofs-sharing"]).unwrap();
+        assert!(cli
+            .build
+            .unsupported()
+            .unwrap()
+            .contains("--virtiofs-sharing"));
+        let cli = Cli::try_parse_from(["boxbuild", "--box", "x", "--9p-sharing"]).unwrap();
+        assert_eq!(cli.build.unsupported(), None);
+    }
+}

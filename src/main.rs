@@ -1,0 +1,42 @@
+//! boxbuild: run an OS-image builder inside a throw-away virtual machine.
+
+mod agent;
+mod builder_args;
+mod catalog;
+mod cli;
+mod error;
+mod list;
+mod output;
+mod run;
+mod rundir;
+mod share;
+mod signals;
+mod size;
+mod ui;
+mod vm;
+
+use clap::Parser;
+use cli::{BoxCommand, Cli, Command};
+use std::process::ExitCode;
+use ui::Ui;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let ui = Ui {
+        quiet: cli.build.quiet,
+        verbose: cli.build.verbose,
+    };
+    let result = match &cli.command {
+        Some(Command::Box(BoxCommand::List)) => list::list_boxes(),
+        None if cli.build.list_boxes => list::list_boxes(),
+        None => run::build(&cli.build, ui),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            ui.error(&e.to_string());
+            eprint!("{}", e.details());
+            ExitCode::from(e.exit_code())
+        }
+    }
+}

@@ -1,0 +1,532 @@
+//! One build from start to teardown; the only place that knows the order of the steps:
+//! resolve the box, check the arguments, choose the accelerator, make the run dir and the
+//! overlay, start QEMU, hand the agent its job, stream the output, and stop everything.
+
+use crate::agent::{self, AgentEvent};
+use crate::builder_args::{self, BuilderArgs};
+use crate::catalog::{self, ResolvedBox};
+use crate::cli::BuildOptions;
+use crate::error::{Error, Result};
+use crate::output::{self, BuildOutput};
+use crate::rundir::{self, RunDir};
+use crate::share::{NineP, ShareBackend, SharedDir};
+use crate::signals::SignalWatch;
+use crate::size;
+use crate::ui::Ui;
+use crate::vm::accel::{self, Accel};
+use crate::vm::arch::{self, ArchProfile};
+use crate::vm::qemu::QemuSpec;
+use crate::vm::{process, qmp};
+use guest_agent::protocol::{Job, Status, PROTOCOL_VERSION};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::sync::atomic::AtomicBool;
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+const GUEST_DESCRIPTION: &str = "/description";
+const GUEST_TARGET: &str = "/target";
+const DEFAULT_MEMORY_MIB: u64 = 2048;
+const DEFAULT_CPUS: u32 = 2;
+/// How long QEMU may take to connect its sockets after it started.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the box may take from power-on to the agent's greeting.
+fn boot_timeout(accel: Accel) -> Duration {
+    match accel {
+        Accel::Kvm => Duration::from_secs(120),
+        Accel::Tcg => Duration::from_secs(600),
+    }
+}
+/// After the status arrived, how long the box may take to power off by itself.
+const POWEROFF_GRACE: Duration = Duration::from_secs(30);
+/// How long QEMU gets to exit after a QMP quit before it is killed.
+const QUIT_GRACE: Duration = Duration::from_secs(3);
+const TICK: Duration = Duration::from_millis(20);
+const CONSOLE_TAIL_LINES: usize = 15;
+
+/// The architecture of the box to run: the host's unless asked otherwise.
+fn box_arch(opts: &BuildOptions) -> &'static str {
+    if opts.aarch64 {
+        "aarch64"
+    } else if opts.x86_64 {
+        "x86_64"
+    } else {
+        std::env::consts::ARCH
+    }
+}
+
+pub fn build(opts: &BuildOptions, ui: Ui) -> Result<u8> {
+    let signals = SignalWatch::install()?;
+    let box_ref = opts.box_name.as_deref().ok_or_else(|| {
+        Error::setup("no --box given: name the box to build in (see 'boxbuild --list-boxes')")
+    })?;
+    if let Some(option) = opts.unsupported() {
+        return Err(Error::setup(format!(
+            "{option} is not supported by this version of boxbuild yet"
+        )));
+    }
+    let arch = box_arch(opts);
+    let profile = arch::profile(arch).ok_or_else(|| {
+        Error::setup(format!(
+            "unsupported architecture {arch} (supported: {})",
+            arch::known().join(", ")
+        ))
+    })?;
+    let catalogs = catalog::load_all()?;
+    let the_box = catalog::resolve(&catalogs, box_ref, arch)?;
+    ui.detail(&format!("box {} from {}", the_box.name, the_box.source));
+    let args = builder_args::resolve(&opts.builder_args)?;
+    let memory_mib = match opts
+        .box_memory
+        .as_deref()
+        .or(the_box.entry.memory.as_deref())
+    {
+        Some(text) => {
+            size::parse_mib(text).map_err(|e| Error::setup(format!("--box-memory: {e}")))?
+        }
+        None => DEFAULT_MEMORY_MIB,
+    };
+    let cpus = opts
+        .box_smp_cpus
+        .or(the_box.entry.cpus)
+        .unwrap_or(DEFAULT_CPUS);
+
+    let console = the_box
+        .version
+        .console
+        .clone()
+        .unwrap_or_else(|| profile.console.to_string());
+    let probe_target = accel::ProbeTarget {
+        profile,
+        machine: opts.machine.as_deref(),
+        cpu: opts.cpu.as_deref(),
+        kernel: &the_box.kernel,
+        console: &console,
+    };
+    let (accel, accel_note) = accel::choose(&probe_target, opts.no_accel, &rundir::base_dir()?);
+    if let Some(note) = accel_note {
+        ui.info(&note);
+    }
+    let run_dir = RunDir::create()?;
+    ui.detail(&format!("run dir {}", run_dir.root().display()));
+    let share = NineP {
+        dirs: vec![
+            SharedDir {
+                tag: "description".into(),
+                host: args.description.clone(),
+                guest: GUEST_DESCRIPTION.into(),
+                readonly: true,
+            },
+            SharedDir {
+                tag: "target".into(),
+                host: args.target.clone(),
+                guest: GUEST_TARGET.into(),
+                readonly: false,
+            },
+        ],
+    };
+    ui.info(&format!(
+        "box {} {} ({arch}, {}), {memory_mib} MiB, {cpus} CPU(s), sharing over {}",
+        the_box.name,
+        the_box.version.version,
+        accel.name(),
+        share.name()
+    ));
+    let machine = Machine {
+        profile,
+        accel,
+        memory_mib,
+        cpus,
+    };
+    let session = Session::start(opts, ui, &run_dir, &the_box, &machine, &share, &signals)?;
+    session.drive(opts, ui, &the_box, &args, &share, &signals)
+}
+
+struct Machine {
+    profile: &'static ArchProfile,
+    accel: Accel,
+    memory_mib: u64,
+    cpus: u32,
+}
+
+/// A running VM and the channels to it. Dropping it stops QEMU: politely through QMP,
+/// then by force, so every early return cleans up.
+struct Session<'a> {
+    run_dir: &'a RunDir,
+    qemu: Child,
+    control: Option<qmp::Control>,
+    agent_writer: std::os::unix::net::UnixStream,
+    events: mpsc::Receiver<AgentEvent>,
+    started: Instant,
+    accel: Accel,
+    console_stop: Arc<AtomicBool>,
+}
+
+impl Drop for Session<'_> {
+    fn drop(&mut self) {
+        if let Ok(None) = self.qemu.try_wait() {
+            if let Some(control) = self.control.as_mut() {
+                let _ = control.quit();
+            }
+            process::stop(&mut self.qemu, QUIT_GRACE);
+        }
+        self.console_stop
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A qcow2 overlay over the box disk: the box stays pristine, each run writes its own.
+fn create_overlay(disk: &Path, overlay: &Path) -> Result<()> {
+    let disk = disk
+        .canonicalize()
+        .map_err(|e| Error::setup(format!("box disk {}: {e}", disk.display())))?;
+    let format = if is_qcow2(&disk) { "qcow2" } else { "raw" };
+    let out = Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2", "-F", format, "-b"])
+        .arg(&disk)
+        .arg(overlay)
+        .output()
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Error::setup(
+                    "qemu-img not found: install it (Debian/Ubuntu: apt-get install qemu-utils)",
+                )
+            } else {
+                Error::setup(format!("cannot run qemu-img: {e}"))
+            }
+        })?;
+    if !out.status.success() {
+        return Err(Error::setup(format!(
+            "qemu-img could not create the overlay over {}: {}",
+            disk.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
+fn is_qcow2(path: &Path) -> bool {
+    use std::io::Read;
+    let mut magic = [0u8; 4];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .map(|_| &magic == b"QFI\xfb")
+        .unwrap_or(false)
+}
+
+fn bind(run_dir: &RunDir, name: &str) -> Result<(UnixListener, PathBuf)> {
+    let path = run_dir.path(name);
+    let listener = UnixListener::bind(&path)
+        .map_err(|e| Error::setup(format!("cannot listen on {}: {e}", path.display())))?;
+    Ok((listener, path))
+}
+
+impl<'a> Session<'a> {
+    fn start(
+        opts: &BuildOptions,
+        ui: Ui,
+        run_dir: &'a RunDir,
+        the_box: &ResolvedBox,
+        machine: &Machine,
+        share: &dyn ShareBackend,
+        signals: &SignalWatch,
+    ) -> Result<Session<'a>> {
+        let overlay = match &the_box.disk {
+            Some(disk) => {
+                let overlay = run_dir.path("overlay.qcow2");
+                create_overlay(disk, &overlay)?;
+                Some(overlay)
+            }
+            None => None,
+        };
+        let (qmp_listener, qmp_socket) = bind(run_dir, "qmp.sock")?;
+        let (agent_listener, agent_socket) = bind(run_dir, "agent.sock")?;
+        let spec = QemuSpec {
+            profile: machine.profile,
+            accel: machine.accel,
+            machine: opts.machine.clone(),
+            cpu: opts.cpu.clone(),
+            memory_mib: machine.memory_mib,
+            cpus: machine.cpus,
+            kernel: the_box.kernel.clone(),
+            initrd: the_box.initrd.clone(),
+            cmdline: the_box.version.cmdline.clone(),
+            disk: overlay,
+            console_log: run_dir.path("console.log"),
+            agent_socket,
+            qmp_socket,
+            share_args: share.qemu_args(machine.profile),
+        };
+        let args = spec.args();
+        if ui.verbose > 0 {
+            let shown: Vec<String> = args
+                .iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect();
+            ui.detail(&format!(
+                "{} {}",
+                machine.profile.qemu_binary,
+                shown.join(" ")
+            ));
+        }
+        let console_stop = Arc::new(AtomicBool::new(false));
+        if opts.box_console {
+            output::follow_console(spec.console_log.clone(), console_stop.clone());
+        }
+        let started = Instant::now();
+        let mut qemu = process::spawn(
+            machine.profile.qemu_binary,
+            machine.profile.debian_package,
+            &args,
+            &run_dir.path("qemu.log"),
+        )?;
+        // Until the Session exists, a failure must still take QEMU down.
+        let connected = (|| {
+            let pending = || signals.pending();
+            let qmp_stream = agent::accept(
+                &qmp_listener,
+                "control",
+                &mut qemu,
+                CONNECT_TIMEOUT,
+                &pending,
+            )?;
+            let control = qmp::Control::handshake(qmp_stream)
+                .map_err(|e| Error::setup(format!("QMP handshake with QEMU failed: {e}")))?;
+            let agent_stream = agent::accept(
+                &agent_listener,
+                "agent",
+                &mut qemu,
+                CONNECT_TIMEOUT,
+                &pending,
+            )?;
+            Ok((control, agent_stream))
+        })();
+        let (control, agent_stream) = match connected {
+            Ok(pair) => pair,
+            Err(e) => {
+                process::stop(&mut qemu, Duration::ZERO);
+                console_stop.store(true, std::sync::atomic::Ordering::SeqCst);
+                return Err(with_qemu_log(e, run_dir));
+            }
+        };
+        let agent_writer = agent_stream
+            .try_clone()
+            .map_err(|e| Error::setup(format!("agent socket: {e}")))?;
+        let (tx, events) = mpsc::channel();
+        agent::spawn_reader(agent_stream, tx, |e| e);
+        Ok(Session {
+            run_dir,
+            qemu,
+            control: Some(control),
+            agent_writer,
+            events,
+            started,
+            accel: machine.accel,
+            console_stop,
+        })
+    }
+
+    fn job(the_box: &ResolvedBox, args: &BuilderArgs, share: &dyn ShareBackend) -> Job {
+        let placeholder = |word: &str| -> Vec<u8> {
+            match word {
+                "{description}" => GUEST_DESCRIPTION.as_bytes().to_vec(),
+                "{target}" => GUEST_TARGET.as_bytes().to_vec(),
+                other => other.as_bytes().to_vec(),
+            }
+        };
+        let mut argv: Vec<Vec<u8>> = the_box
+            .entry
+            .builder
+            .iter()
+            .map(|w| placeholder(w))
+            .collect();
+        argv.extend(args.rest.iter().map(|a| a.as_bytes().to_vec()));
+        Job {
+            argv,
+            env: vec![
+                format!("BOXBUILD_DESCRIPTION={GUEST_DESCRIPTION}").into_bytes(),
+                format!("BOXBUILD_TARGET={GUEST_TARGET}").into_bytes(),
+            ],
+            mounts: share.mounts(),
+            workdir: GUEST_TARGET.as_bytes().to_vec(),
+        }
+    }
+
+    /// Runs the build to its end and turns how it ended into an exit code.
+    fn drive(
+        mut self,
+        opts: &BuildOptions,
+        ui: Ui,
+        the_box: &ResolvedBox,
+        args: &BuilderArgs,
+        share: &dyn ShareBackend,
+        signals: &SignalWatch,
+    ) -> Result<u8> {
+        let mut output: Option<BuildOutput> = None;
+        let result = self.event_loop(opts, ui, the_box, args, share, signals, &mut output);
+        if let (Err(e), Some(out)) = (&result, output.as_mut()) {
+            out.stderr(format!("boxbuild: error: {e}\n").as_bytes());
+        }
+        let status = result?;
+        match status {
+            Status::Exited(code) => Ok(code.clamp(0, 255) as u8),
+            Status::Signaled(sig) => {
+                ui.info(&format!(
+                    "the builder was killed by {}",
+                    crate::error::signal_name(sig)
+                ));
+                Ok(128u8.saturating_add(sig as u8))
+            }
+            Status::AgentError(message) => Err(Error::BoxFailed {
+                reason: message,
+                details: String::new(),
+            }),
+        }
+    }
+
+    fn console_tail(&self) -> String {
+        output::tail(&self.run_dir.path("console.log"), CONSOLE_TAIL_LINES)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn event_loop(
+        &mut self,
+        opts: &BuildOptions,
+        ui: Ui,
+        the_box: &ResolvedBox,
+        args: &BuilderArgs,
+        share: &dyn ShareBackend,
+        signals: &SignalWatch,
+        output: &mut Option<BuildOutput>,
+    ) -> Result<Status> {
+        let deadline = opts.timeout.map(|t| (self.started + t, t));
+        let boot_deadline = self.started + boot_timeout(self.accel);
+        let mut greeted = false;
+        let mut status: Option<(Status, Instant)> = None;
+        let mut agent_closed = false;
+        let mut qemu_exited: Option<(std::process::ExitStatus, Instant)> = None;
+        loop {
+            match self.events.recv_timeout(TICK) {
+                Ok(AgentEvent::Hello { version, agent }) => {
+                    if version != PROTOCOL_VERSION {
+                        return Err(Error::BoxFailed {
+                            reason: format!(
+                                "the box's agent ({agent}) speaks protocol {version}, this boxbuild speaks {PROTOCOL_VERSION}; update the box or boxbuild"
+                            ),
+                            details: String::new(),
+                        });
+                    }
+                    ui.detail(&format!(
+                        "agent {agent} ready after {:.2}s",
+                        self.started.elapsed().as_secs_f64()
+                    ));
+                    greeted = true;
+                    *output = Some(BuildOutput::create(&args.target)?);
+                    agent::send_job(&mut self.agent_writer, &Self::job(the_box, args, share))
+                        .map_err(|e| Error::BoxFailed {
+                            reason: format!("cannot send the job to the agent: {e}"),
+                            details: self.console_tail(),
+                        })?;
+                }
+                Ok(AgentEvent::Log(line)) => ui.detail(&format!("agent: {line}")),
+                Ok(AgentEvent::Started) => ui.detail(&format!(
+                    "builder started after {:.2}s",
+                    self.started.elapsed().as_secs_f64()
+                )),
+                Ok(AgentEvent::Stdout(bytes)) => {
+                    if let Some(out) = output.as_mut() {
+                        out.stdout(&bytes)
+                    }
+                }
+                Ok(AgentEvent::Stderr(bytes)) => {
+                    if let Some(out) = output.as_mut() {
+                        out.stderr(&bytes)
+                    }
+                }
+                Ok(AgentEvent::Status(s)) => status = Some((s, Instant::now())),
+                Ok(AgentEvent::Closed(error)) => {
+                    if let Some(error) = error {
+                        ui.detail(&format!("agent channel: {error}"));
+                    }
+                    agent_closed = true
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => agent_closed = true,
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+            }
+            if agent_closed && status.is_none() && qemu_exited.is_none() {
+                // The channel can only close early if QEMU is going down; give it a moment.
+                std::thread::sleep(TICK);
+            }
+            if qemu_exited.is_none() {
+                if let Ok(Some(exit)) = self.qemu.try_wait() {
+                    qemu_exited = Some((exit, Instant::now()));
+                }
+            }
+            if let Some(sig) = signals.pending() {
+                return Err(Error::Interrupted(sig));
+            }
+            if let Some((exit, at)) = qemu_exited {
+                // Frames still in flight arrive before the channel reports its end.
+                if agent_closed || at.elapsed() > Duration::from_secs(2) {
+                    return match status {
+                        Some((s, _)) => Ok(s),
+                        None => Err(self.failure(exit)),
+                    };
+                }
+            }
+            if let Some((s, at)) = &status {
+                if at.elapsed() > POWEROFF_GRACE {
+                    ui.detail("the box did not power off after the build; stopping it");
+                    return Ok(s.clone());
+                }
+            }
+            if let Some((when, limit)) = deadline {
+                if Instant::now() > when {
+                    return Err(Error::Timeout {
+                        after: humantime::format_duration(limit).to_string(),
+                        details: self.console_tail(),
+                    });
+                }
+            }
+            if !greeted && Instant::now() > boot_deadline {
+                return Err(Error::BoxFailed {
+                    reason: format!(
+                        "the agent did not answer within {}s of power-on",
+                        boot_timeout(self.accel).as_secs()
+                    ),
+                    details: self.console_tail(),
+                });
+            }
+        }
+    }
+
+    /// Why the box ended without a status, as precisely as the logs tell.
+    fn failure(&self, exit: std::process::ExitStatus) -> Error {
+        let console = output::tail(&self.run_dir.path("console.log"), 200);
+        let reason = if console.contains("Kernel panic") {
+            "the guest kernel panicked before the builder reported a status".to_string()
+        } else if !exit.success() {
+            format!("QEMU exited with {exit}")
+        } else {
+            "the box powered off without reporting the builder's status".to_string()
+        };
+        let mut details = self.console_tail();
+        if !exit.success() {
+            details.push_str(&output::tail(&self.run_dir.path("qemu.log"), 5));
+        }
+        Error::BoxFailed { reason, details }
+    }
+}
+
+/// Adds QEMU's own error output to a failure that happened before the box came up.
+fn with_qemu_log(error: Error, run_dir: &RunDir) -> Error {
+    match error {
+        Error::BoxFailed { reason, details } => Error::BoxFailed {
+            reason,
+            details: details + &output::tail(&run_dir.path("qemu.log"), 10),
+        },
+        other => other,
+    }
+}

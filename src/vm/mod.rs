@@ -1,0 +1,7 @@
+//! The virtual machine: accelerator choice, QEMU's command line, its process, and QMP.
+
+pub mod accel;
+pub mod arch;
+pub mod process;
+pub mod qemu;
+pub mod qmp;

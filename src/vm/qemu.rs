@@ -1,0 +1,173 @@
+//! QEMU's command line for one box run. Everything the run creates (overlay, sockets,
+//! console log) is given as paths inside the run dir.
+
+use super::accel::Accel;
+use super::arch::ArchProfile;
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::PathBuf;
+
+#[derive(Debug, Clone)]
+pub struct QemuSpec {
+    pub profile: &'static ArchProfile,
+    pub accel: Accel,
+    pub machine: Option<String>,
+    pub cpu: Option<String>,
+    pub memory_mib: u64,
+    pub cpus: u32,
+    pub kernel: PathBuf,
+    pub initrd: Option<PathBuf>,
+    pub cmdline: String,
+    /// The per-run overlay (qcow2) over the box disk.
+    pub disk: Option<PathBuf>,
+    pub console_log: PathBuf,
+    pub agent_socket: PathBuf,
+    pub qmp_socket: PathBuf,
+    /// Arguments of the sharing backend.
+    pub share_args: Vec<OsString>,
+}
+
+/// A path as a value inside a QEMU option list, where a comma must be doubled.
+pub fn option_value(path: &OsStr) -> OsString {
+    let mut out = Vec::with_capacity(path.len());
+    for &b in path.as_bytes() {
+        out.push(b);
+        if b == b',' {
+            out.push(b',');
+        }
+    }
+    OsString::from_vec(out)
+}
+
+/// `prefix` followed by an escaped path: e.g. `file,id=con,path=` + `/run/x`.
+pub fn with_path(prefix: &str, path: &OsStr) -> OsString {
+    let mut s = OsString::from(prefix);
+    s.push(option_value(path));
+    s
+}
+
+impl QemuSpec {
+    pub fn args(&self) -> Vec<OsString> {
+        let p = self.profile;
+        let mut a: Vec<OsString> = Vec::new();
+        let mut push = |items: &[&str]| a.extend(items.iter().map(OsString::from));
+        let machine = self
+            .machine
+            .clone()
+            .unwrap_or_else(|| p.machine.to_string());
+        let cpu = self.cpu.clone().unwrap_or_else(|| match self.accel {
+            Accel::Kvm => "host".to_string(),
+            Accel::Tcg => p.tcg_cpu.to_string(),
+        });
+        push(&["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"]);
+        push(&["-machine", &machine, "-accel", self.accel.name()]);
+        push(&["-cpu", &cpu]);
+        push(&[
+            "-m",
+            &format!("{}M", self.memory_mib),
+            "-smp",
+            &self.cpus.to_string(),
+        ]);
+        a.push("-kernel".into());
+        a.push(self.kernel.clone().into());
+        if let Some(initrd) = &self.initrd {
+            a.push("-initrd".into());
+            a.push(initrd.clone().into());
+        }
+        a.push("-append".into());
+        a.push(self.cmdline.clone().into());
+
+        // Console into a log file: kept for the failure report, followed by --box-console.
+        a.push("-chardev".into());
+        a.push(with_path(
+            "file,id=console,path=",
+            self.console_log.as_os_str(),
+        ));
+        a.push("-serial".into());
+        a.push("chardev:console".into());
+
+        // Control and agent channels: boxbuild listens, QEMU connects.
+        a.push("-chardev".into());
+        a.push(with_path(
+            "socket,id=qmp,path=",
+            self.qmp_socket.as_os_str(),
+        ));
+        a.push("-mon".into());
+        a.push("chardev=qmp,mode=control".into());
+        a.push("-device".into());
+        a.push(p.virtio("virtio-serial").into());
+        a.push("-chardev".into());
+        a.push(with_path(
+            "socket,id=agent,path=",
+            self.agent_socket.as_os_str(),
+        ));
+        a.push("-device".into());
+        a.push(
+            format!(
+                "virtserialport,chardev=agent,name={}",
+                guest_agent::protocol::PORT_NAME
+            )
+            .into(),
+        );
+
+        if let Some(disk) = &self.disk {
+            a.push("-drive".into());
+            a.push(with_path(
+                "if=none,id=disk0,format=qcow2,discard=unmap,file=",
+                disk.as_os_str(),
+            ));
+            a.push("-device".into());
+            a.push(format!("{},drive=disk0", p.virtio("virtio-blk")).into());
+        }
+        a.extend(self.share_args.iter().cloned());
+        a
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vm::arch::profile;
+
+    fn spec(accel: Accel) -> QemuSpec {
+        QemuSpec {
+            profile: profile("x86_64").unwrap(),
+            accel,
+            machine: None,
+            cpu: None,
+            memory_mib: 512,
+            cpus: 2,
+            kernel: "/k".into(),
+            initrd: None,
+            cmdline: "console=ttyS0".into(),
+            disk: Some("/run/a,b/overlay.qcow2".into()),
+            console_log: "/run/c.log".into(),
+            agent_socket: "/run/agent.sock".into(),
+            qmp_socket: "/run/qmp.sock".into(),
+            share_args: vec![],
+        }
+    }
+
+    fn joined(s: &QemuSpec) -> String {
+        s.args()
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    #[test]
+    fn cpu_follows_the_accelerator() {
+        assert!(joined(&spec(Accel::Tcg)).contains("-accel tcg -cpu max"));
+        assert!(joined(&spec(Accel::Kvm)).contains("-accel kvm -cpu host"));
+        let mut s = spec(Accel::Tcg);
+        s.cpu = Some("qemu64".into());
+        s.machine = Some("pc".into());
+        assert!(joined(&s).contains("-machine pc -accel tcg -cpu qemu64"));
+    }
+
+    #[test]
+    fn commas_in_paths_are_escaped() {
+        assert!(joined(&spec(Accel::Tcg)).contains("file=/run/a,,b/overlay.qcow2"));
+    }
+}
