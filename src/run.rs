@@ -58,6 +58,7 @@ fn box_arch(opts: &BuildOptions) -> &'static str {
 }
 
 pub fn build(opts: &BuildOptions, ui: Ui) -> Result<u8> {
+    let invoked = Instant::now();
     let signals = SignalWatch::install()?;
     let box_ref = opts.box_name.as_deref().ok_or_else(|| {
         Error::setup("no --box given: name the box to build in (see 'boxbuild --list-boxes')")
@@ -140,7 +141,8 @@ pub fn build(opts: &BuildOptions, ui: Ui) -> Result<u8> {
         memory_mib,
         cpus,
     };
-    let session = Session::start(opts, ui, &run_dir, &the_box, &machine, &share, &signals)?;
+    let mut session = Session::start(opts, ui, &run_dir, &the_box, &machine, &share, &signals)?;
+    session.invoked = invoked;
     session.drive(opts, ui, &the_box, &args, &share, &signals)
 }
 
@@ -159,6 +161,8 @@ struct Session<'a> {
     control: Option<qmp::Control>,
     agent_writer: std::os::unix::net::UnixStream,
     events: mpsc::Receiver<AgentEvent>,
+    /// When boxbuild was invoked and when QEMU was started.
+    invoked: Instant,
     started: Instant,
     accel: Accel,
     console_stop: Arc<AtomicBool>,
@@ -322,6 +326,7 @@ impl<'a> Session<'a> {
             control: Some(control),
             agent_writer,
             events,
+            invoked: started,
             started,
             accel: machine.accel,
             console_stop,
@@ -419,7 +424,7 @@ impl<'a> Session<'a> {
                         });
                     }
                     ui.detail(&format!(
-                        "agent {agent} ready after {:.2}s",
+                        "agent {agent} ready {:.2}s after QEMU started",
                         self.started.elapsed().as_secs_f64()
                     ));
                     greeted = true;
@@ -432,8 +437,8 @@ impl<'a> Session<'a> {
                 }
                 Ok(AgentEvent::Log(line)) => ui.detail(&format!("agent: {line}")),
                 Ok(AgentEvent::Started) => ui.detail(&format!(
-                    "builder started after {:.2}s",
-                    self.started.elapsed().as_secs_f64()
+                    "builder started {:.2}s after boxbuild was invoked",
+                    self.invoked.elapsed().as_secs_f64()
                 )),
                 Ok(AgentEvent::Stdout(bytes)) => {
                     if let Some(out) = output.as_mut() {

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Benchmarks boxbuild on the tiny box and writes docs/benchmarks.md.
+#
+#   scripts/bench.sh [RUNS]
+#
+# Figures (median of RUNS, default 7):
+# - start-up: from invoking boxbuild to the builder starting in the guest (boxbuild -v);
+# - no-op build: wall time of a whole build whose builder does nothing;
+# - peak memory (VmHWM) of the boxbuild process and of QEMU during a no-op build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+runs=${1:-7}
+cargo build --release -q
+bin=$PWD/target/release/boxbuild
+boxdir=${BOXBUILD_TEST_BOX_DIR:-$PWD/target/test-boxes/tiny-$(uname -m)}
+[ -f "$boxdir/catalog.toml" ] || boxes/tiny/build.sh "$boxdir"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+mkdir -p "$work/desc"
+export BOXBUILD_CONFIG=$boxdir/catalog.toml
+
+median() { sort -n | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else printf "%.3f\n", (a[NR/2]+a[NR/2+1])/2}'; }
+
+bench_accel() {
+  local accel_flag=$1 startup=() total=()
+  for i in $(seq "$runs"); do
+    rm -rf "$work/out"
+    local t0 t1 log
+    t0=$(date +%s.%N)
+    log=$("$bin" -v $accel_flag --box tiny -- \
+      --description "$work/desc" --target-dir "$work/out" 2>&1)
+    t1=$(date +%s.%N)
+    startup+=("$(echo "$log" | sed -n 's/.*builder started \([0-9.]*\)s after.*/\1/p')")
+    total+=("$(printf '%.2f' "$(echo "$t1 - $t0" | bc -l)")")
+  done
+  printf '%s\n' "${startup[@]}" | median
+  printf '%s\n' "${total[@]}" | median
+}
+
+# Peak RSS (VmHWM, KiB) of boxbuild and of its QEMU, sampled from /proc during one build.
+peak_rss() {
+  rm -rf "$work/out"
+  "$bin" -q --no-accel --box tiny -- --description "$work/desc" --target-dir "$work/out" &
+  local pid=$! host=0 qemu=0 q rss
+  while kill -0 "$pid" 2>/dev/null; do
+    rss=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)
+    [ "${rss:-0}" -gt "$host" ] && host=$rss
+    for q in $(pgrep -P "$pid" -f qemu-system || true); do
+      rss=$(awk '/VmHWM/ {print $2}' "/proc/$q/status" 2>/dev/null || echo 0)
+      [ "${rss:-0}" -gt "$qemu" ] && qemu=$rss
+    done
+    sleep 0.05
+  done
+  wait "$pid" || true
+  echo "$host $qemu"
+}
+
+command -v bc >/dev/null || { echo "bench.sh needs bc (apt-get install bc)" >&2; exit 1; }
+
+echo ">> tiny box, TCG, $runs runs" >&2
+mapfile -t tcg < <(bench_accel --no-accel)
+read -r host_peak qemu_peak < <(peak_rss)
+accel_line=$("$bin" --box tiny -- --description "$work/desc" --target-dir "$work/out" 2>&1 | grep -m1 "using TCG\|kvm)" || true)
+
+cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
+qemu_version=$(qemu-system-$(uname -m) --version | head -n1)
+box_size=$(du -sh "$boxdir" | cut -f1)
+cat >docs/benchmarks.md <<MD
+# Benchmarks
+
+Written by \`scripts/bench.sh\` on $(date -u +%Y-%m-%d).
+Machine: $(nproc) CPUs ($cpu), $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -sr), $qemu_version.
+Accelerator on this machine: ${accel_line:-n/a}
+
+## Spine: tiny box ($box_size), median of $runs runs
+
+| figure | TCG |
+|---|---|
+| boxbuild invoked -> builder started in the guest | ${tcg[0]} s |
+| no-op build, total wall time | ${tcg[1]} s |
+| peak RSS of boxbuild | ${host_peak} KiB |
+| peak RSS of QEMU (256 MiB guest) | ${qemu_peak} KiB |
+
+The start-up figure covers catalog lookup, argument checks, the overlay, QEMU start, the
+guest kernel's boot, the initrd, and the agent's greeting and mounts. Most of it is the
+emulated kernel boot.
+MD
+cat docs/benchmarks.md

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Installs everything boxbuild needs on Debian/Ubuntu (QEMU, virtiofsd, sshfs, the tools the
+# box recipes use, the Rust build), installs boxbuild, builds the tiny box, registers it and
+# runs a first build in it.
+#
+#   scripts/install.sh [--prefix DIR] [--no-first-build]
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+prefix=""
+first_build=1
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --prefix) prefix=$2; shift 2 ;;
+    --no-first-build) first_build=0; shift ;;
+    *) echo "unknown option $1" >&2; exit 2 ;;
+  esac
+done
+if [ -z "$prefix" ]; then
+  if [ "$(id -u)" = 0 ]; then prefix=/usr/local; else prefix=$HOME/.local; fi
+fi
+sudo=""
+[ "$(id -u)" = 0 ] || sudo=sudo
+
+arch=$(uname -m)
+case "$arch" in
+  x86_64) qemu_pkg=qemu-system-x86 ;;
+  aarch64) qemu_pkg=qemu-system-arm ;;
+  *) echo "unsupported host architecture $arch" >&2; exit 1 ;;
+esac
+# One package per apt-get call: a backported qemu-utils can conflict with the distribution's
+# QEMU, and apt then resolves each step on its own. qemu-system comes before qemu-utils.
+packages=("$qemu_pkg" qemu-utils qemu-system-common sshfs uidmap cpio e2fsprogs xz-utils
+  gzip kmod ca-certificates curl gcc libc6-dev bc)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo ">> installing: ${missing[*]}"
+  $sudo apt-get update -q
+  for p in "${missing[@]}"; do
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$p"
+  done
+fi
+# The box recipes fetch Debian packages: they need a current package list.
+if ! apt-cache policy "linux-image-$(dpkg --print-architecture)" 2>/dev/null | grep -q "Candidate: [0-9]"; then
+  $sudo apt-get update -q
+fi
+command -v qemu-img >/dev/null || {
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends qemu-utils
+}
+
+if ! command -v cargo >/dev/null; then
+  [ -x "$HOME/.cargo/bin/cargo" ] || {
+    echo ">> installing the Rust toolchain with rustup"
+    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal ||
+      { echo "error: cannot install Rust; install rustup (https://rustup.rs) and re-run" >&2; exit 1; }
+  }
+  export PATH=$HOME/.cargo/bin:$PATH
+fi
+
+echo ">> building boxbuild"
+(cd "$here" && cargo build --release --locked -q)
+install -D -m 0755 "$here/target/release/boxbuild" "$prefix/bin/boxbuild"
+echo ">> installed $prefix/bin/boxbuild"
+
+data=${XDG_DATA_HOME:-$HOME/.local/share}/boxbuild
+config=${XDG_CONFIG_HOME:-$HOME/.config}/boxbuild
+echo ">> building the tiny box"
+"$here/boxes/tiny/build.sh" "$data/boxes/tiny-$arch"
+mkdir -p "$config/catalog.d"
+cp "$data/boxes/tiny-$arch/catalog.toml" "$config/catalog.d/tiny-$arch.toml"
+echo ">> registered box 'tiny' in $config/catalog.d/tiny-$arch.toml"
+
+if [ "$first_build" = 1 ]; then
+  out=$(mktemp -d)/out
+  echo ">> first build: boxbuild --box tiny -- --description examples/tiny --target-dir $out"
+  "$prefix/bin/boxbuild" --box tiny -- --description "$here/examples/tiny" --target-dir "$out" --first-build
+  echo ">> results in $out:"
+  ls -l "$out"
+fi

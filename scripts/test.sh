@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Runs boxbuild's checks and tests: formatting, lints, unit tests and the integration tests
+# that boot real boxes under QEMU (TCG). The tiny test box is built on first use.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ -x "$HOME/.cargo/bin/cargo" ] && export PATH=$HOME/.cargo/bin:$PATH
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -q -- -D warnings
+cargo test --workspace --locked "$@"

@@ -1,0 +1,147 @@
+//! Test fixture: the tiny box (built once by boxes/tiny/build.sh) and an isolated
+//! environment per test (own TMPDIR, HOME and catalog), so run dirs and leftovers of one
+//! test are visible to it alone.
+#![allow(dead_code)]
+
+use std::fs;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The built tiny box for this host's architecture: `$BOXBUILD_TEST_BOX_DIR`, or built
+/// into target/test-boxes on first use (serialised across test processes by a lock).
+pub fn tiny_box_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        if let Some(dir) = std::env::var_os("BOXBUILD_TEST_BOX_DIR") {
+            return PathBuf::from(dir);
+        }
+        let dir = repo_root()
+            .join("target/test-boxes")
+            .join(format!("tiny-{}", std::env::consts::ARCH));
+        fs::create_dir_all(dir.parent().unwrap()).unwrap();
+        let lock = fs::File::create(dir.with_extension("lock")).unwrap();
+        // SAFETY: flock on an open file descriptor.
+        assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+        if !dir.join("catalog.toml").exists() {
+            let status = Command::new(repo_root().join("boxes/tiny/build.sh"))
+                .arg(&dir)
+                .status()
+                .expect("run boxes/tiny/build.sh");
+            assert!(status.success(), "building the tiny box failed");
+        }
+        dir
+    })
+}
+
+pub struct Env {
+    pub tmp: tempfile::TempDir,
+    pub desc: PathBuf,
+    pub out: PathBuf,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        let tmp = tempfile::Builder::new().prefix("bbt-").tempdir().unwrap();
+        let desc = tmp.path().join("desc");
+        let out = tmp.path().join("out");
+        fs::create_dir_all(&desc).unwrap();
+        fs::create_dir_all(tmp.path().join("tmp")).unwrap();
+        fs::create_dir_all(tmp.path().join("home")).unwrap();
+        Env { tmp, desc, out }
+    }
+
+    /// Puts a build script into the description dir (run by box-test-builder).
+    pub fn script(&self, text: &str) -> &Env {
+        fs::write(self.desc.join("script.sh"), text).unwrap();
+        self
+    }
+
+    pub fn tmpdir(&self) -> PathBuf {
+        self.tmp.path().join("tmp")
+    }
+
+    /// `boxbuild` with this test's environment; TCG, as everywhere in the tests.
+    pub fn boxbuild(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_boxbuild"));
+        c.env("BOXBUILD_CONFIG", tiny_box_dir().join("catalog.toml"))
+            .env("TMPDIR", self.tmpdir())
+            .env("HOME", self.tmp.path().join("home"))
+            .env("XDG_CONFIG_HOME", self.tmp.path().join("home/.config"))
+            .env("XDG_CACHE_HOME", self.tmp.path().join("home/.cache"))
+            .current_dir(self.tmp.path());
+        c
+    }
+
+    /// `boxbuild --no-accel --box tiny -- --description D --target-dir O <args>`.
+    pub fn build_command(&self, extra: &[&str], args: &[&str]) -> Command {
+        let mut c = self.boxbuild();
+        c.args(["--no-accel", "--box", "tiny"])
+            .args(extra)
+            .arg("--")
+            .arg("--description")
+            .arg(&self.desc)
+            .arg("--target-dir")
+            .arg(&self.out)
+            .args(args);
+        c
+    }
+
+    pub fn build(&self, extra: &[&str], args: &[&str]) -> Output {
+        self.build_command(extra, args).output().unwrap()
+    }
+
+    /// Run dirs left behind in this test's TMPDIR.
+    pub fn leftover_run_dirs(&self) -> Vec<PathBuf> {
+        let mut found = Vec::new();
+        if let Ok(bases) = fs::read_dir(self.tmpdir()) {
+            for base in bases.flatten() {
+                if let Ok(runs) = fs::read_dir(base.path()) {
+                    for run in runs.flatten() {
+                        let name = run.file_name().to_string_lossy().into_owned();
+                        if name.starts_with("run-") || name.starts_with("probe-") {
+                            found.push(run.path());
+                        }
+                    }
+                }
+            }
+        }
+        found
+    }
+
+    /// Processes whose command line mentions this test's directory (QEMU of its runs).
+    pub fn leftover_processes(&self) -> Vec<String> {
+        processes_mentioning(self.tmp.path())
+    }
+}
+
+pub fn processes_mentioning(path: &Path) -> Vec<String> {
+    let needle = path.to_string_lossy().into_owned();
+    let mut found = Vec::new();
+    for entry in fs::read_dir("/proc").unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.chars().all(|c| c.is_ascii_digit()) {
+            continue;
+        }
+        if let Ok(cmdline) = fs::read(entry.path().join("cmdline")) {
+            let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if text.contains(&needle) && !text.contains("cargo") {
+                found.push(format!("{name}: {text}"));
+            }
+        }
+    }
+    found
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
