@@ -80,11 +80,12 @@ fn strip_escapes(text: &str) -> String {
     out
 }
 
-/// Copies what QEMU appends to the console log onto stderr until `stop` is set.
+/// Copies what QEMU appends to the console log onto stderr until `stop` is set; the last
+/// read after `stop` catches what was written until then.
 pub fn follow_console(
     path: std::path::PathBuf,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-) {
+) -> std::thread::JoinHandle<()> {
     use std::sync::atomic::Ordering;
     std::thread::spawn(move || {
         let mut offset = 0u64;
@@ -107,7 +108,7 @@ pub fn follow_console(
             }
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
-    });
+    })
 }
 
 #[cfg(test)]

@@ -166,6 +166,7 @@ struct Session<'a> {
     started: Instant,
     accel: Accel,
     console_stop: Arc<AtomicBool>,
+    console_follower: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Drop for Session<'_> {
@@ -178,6 +179,9 @@ impl Drop for Session<'_> {
         }
         self.console_stop
             .store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(follower) = self.console_follower.take() {
+            let _ = follower.join();
+        }
     }
 }
 
@@ -276,9 +280,9 @@ impl<'a> Session<'a> {
             ));
         }
         let console_stop = Arc::new(AtomicBool::new(false));
-        if opts.box_console {
-            output::follow_console(spec.console_log.clone(), console_stop.clone());
-        }
+        let console_follower = opts
+            .box_console
+            .then(|| output::follow_console(spec.console_log.clone(), console_stop.clone()));
         let started = Instant::now();
         let mut qemu = process::spawn(
             machine.profile.qemu_binary,
@@ -330,6 +334,7 @@ impl<'a> Session<'a> {
             started,
             accel: machine.accel,
             console_stop,
+            console_follower,
         })
     }
 

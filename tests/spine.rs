@@ -318,6 +318,21 @@ fn kvm_is_probed_and_tcg_is_announced_in_one_line() {
 }
 
 #[test]
+fn box_console_shows_the_console_on_stderr() {
+    let env = Env::new();
+    let quiet = env.build(&[], &[]);
+    assert!(!stderr(&quiet).contains("boxbuild-agent: mounted"));
+    let out = env.build(&["--box-console"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // The agent logs its mounts on the console; only --box-console shows them.
+    assert!(
+        stderr(&out).contains("boxbuild-agent: mounted target on /target"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
 fn bad_input_gets_one_clear_line_and_code_125() {
     let env = Env::new();
     let cases: Vec<(Vec<&str>, &str)> = vec![
