@@ -33,7 +33,8 @@ packages=("$qemu_pkg" qemu-utils qemu-system-common sshfs uidmap cpio e2fsprogs 
   gzip kmod ca-certificates curl gcc libc6-dev bc)
 missing=()
 for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+  [ "$status" = "install ok installed" ] || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
   echo ">> installing: ${missing[*]}"
@@ -43,7 +44,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   done
 fi
 # The box recipes fetch Debian packages: they need a current package list.
-if ! apt-cache policy "linux-image-$(dpkg --print-architecture)" 2>/dev/null | grep -q "Candidate: [0-9]"; then
+policy=$(apt-cache policy "linux-image-$(dpkg --print-architecture)" 2>/dev/null || true)
+if ! grep -q "Candidate: [0-9]" <<<"$policy"; then
   $sudo apt-get update -q
 fi
 command -v qemu-img >/dev/null || {
