@@ -492,3 +492,32 @@ fn runs_as_an_unprivileged_user() {
         "0\n"
     );
 }
+
+#[test]
+fn list_boxes_shows_the_catalogs_boxes() {
+    let env = Env::new();
+    for args in [&["--list-boxes"][..], &["box", "list"][..]] {
+        let out = env.boxbuild().args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let text = stdout(&out);
+        let row = text
+            .lines()
+            .find(|l| l.starts_with("tiny "))
+            .unwrap_or_default();
+        assert!(
+            row.contains(std::env::consts::ARCH) && row.contains("1.0.0"),
+            "{text}"
+        );
+    }
+    // A broken catalog is reported with file and line.
+    let broken = env.tmp.path().join("broken.toml");
+    fs::write(&broken, "[boxes.x]\nbuilder = [\n").unwrap();
+    let out = env
+        .boxbuild()
+        .env("BOXBUILD_CONFIG", &broken)
+        .arg("--list-boxes")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    assert!(stderr(&out).contains("broken.toml:"), "{}", stderr(&out));
+}
