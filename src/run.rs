@@ -309,19 +309,22 @@ impl<'a> Session<'a> {
                 CONNECT_TIMEOUT,
                 &pending,
             )?;
-            Ok((control, agent_stream))
+            let agent_writer = agent_stream
+                .try_clone()
+                .map_err(|e| Error::setup(format!("agent socket: {e}")))?;
+            Ok((control, agent_stream, agent_writer))
         })();
-        let (control, agent_stream) = match connected {
-            Ok(pair) => pair,
+        let (control, agent_stream, agent_writer) = match connected {
+            Ok(connected) => connected,
             Err(e) => {
                 process::stop(&mut qemu, Duration::ZERO);
                 console_stop.store(true, std::sync::atomic::Ordering::SeqCst);
+                if let Some(follower) = console_follower {
+                    let _ = follower.join();
+                }
                 return Err(with_qemu_log(e, run_dir));
             }
         };
-        let agent_writer = agent_stream
-            .try_clone()
-            .map_err(|e| Error::setup(format!("agent socket: {e}")))?;
         let (tx, events) = mpsc::channel();
         agent::spawn_reader(agent_stream, tx, |e| e);
         Ok(Session {
