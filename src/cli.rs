@@ -25,15 +25,68 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Manage boxes.
-    #[command(name = "box", subcommand)]
-    Box(BoxCommand),
+    /// Manage boxes: list, fetch, update, outdated, prune, remove, verify.
+    #[command(name = "box")]
+    Box(BoxArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BoxArgs {
+    /// Say more about what boxbuild does (repeat for more).
+    #[arg(short, long, global = true, action = ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Print only results and errors.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+
+    #[command(subcommand)]
+    pub command: BoxCommand,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum BoxCommand {
-    /// List the boxes the catalogs know.
+    /// List the boxes the catalogs know and the versions at hand.
     List,
+    /// Fetch a box into the cache: the newest version, or NAME@VERSION.
+    Fetch {
+        #[arg(value_name = "NAME[@VERSION]")]
+        box_ref: String,
+        /// The box's architecture (default: this machine's).
+        #[arg(long, value_name = "ARCH")]
+        arch: Option<String>,
+    },
+    /// Check the catalogs now and fetch the newest version of the cached boxes (or of
+    /// the boxes named).
+    Update {
+        #[arg(value_name = "NAME")]
+        names: Vec<String>,
+        /// Only this architecture.
+        #[arg(long, value_name = "ARCH")]
+        arch: Option<String>,
+    },
+    /// List cached boxes whose catalog has a newer version.
+    Outdated,
+    /// Remove every cached version but the newest of each box, and unfinished downloads;
+    /// versions in use by a running build stay.
+    Prune {
+        /// Only say what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Remove a box from the cache: every version, or NAME@VERSION.
+    Remove {
+        #[arg(value_name = "NAME[@VERSION]")]
+        box_ref: String,
+        /// Only this architecture.
+        #[arg(long, value_name = "ARCH")]
+        arch: Option<String>,
+    },
+    /// Re-hash cached boxes (all, or those named); damaged ones are removed.
+    Verify {
+        #[arg(value_name = "NAME")]
+        names: Vec<String>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -140,8 +193,7 @@ impl BuildOptions {
     /// run that asks for one stops with a clear message instead of ignoring it.
     pub fn unsupported(&self) -> Option<&'static str> {
         let host_is_x86_64 = cfg!(target_arch = "x86_64");
-        let checks: [(bool, &'static str); 10] = [
-            (self.no_update_check, "--no-update-check"),
+        let checks: [(bool, &'static str); 9] = [
             (self.no_snapshot, "--no-snapshot"),
             (
                 self.virtiofs_sharing,

@@ -1,17 +1,20 @@
 //! boxbuild: run an OS-image builder inside a throw-away virtual machine.
 
 mod agent;
+mod box_cmd;
 mod builder_args;
 mod catalog;
 mod cli;
 mod error;
-mod list;
+mod fetch;
+mod library;
 mod output;
 mod run;
 mod rundir;
 mod share;
 mod signals;
 mod size;
+mod store;
 mod ui;
 mod vm;
 
@@ -22,13 +25,19 @@ use ui::Ui;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let ui = Ui {
-        quiet: cli.build.quiet,
-        verbose: cli.build.verbose,
+    let ui = match &cli.command {
+        Some(Command::Box(args)) => Ui {
+            quiet: args.quiet,
+            verbose: args.verbose,
+        },
+        None => Ui {
+            quiet: cli.build.quiet,
+            verbose: cli.build.verbose,
+        },
     };
     let result = match &cli.command {
-        Some(Command::Box(BoxCommand::List)) => list::list_boxes(),
-        None if cli.build.list_boxes => list::list_boxes(),
+        Some(Command::Box(args)) => box_cmd::run(&args.command, ui),
+        None if cli.build.list_boxes => box_cmd::run(&BoxCommand::List, ui),
         None => run::build(&cli.build, ui),
     };
     match result {

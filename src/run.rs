@@ -4,14 +4,16 @@
 
 use crate::agent::{self, AgentEvent};
 use crate::builder_args::{self, BuilderArgs};
-use crate::catalog::{self, ResolvedBox};
+use crate::catalog::{Protocol, Refresh};
 use crate::cli::BuildOptions;
 use crate::error::{Error, Result};
+use crate::library::Library;
 use crate::output::{self, BuildOutput};
 use crate::rundir::{self, RunDir};
 use crate::share::{NineP, ShareBackend, SharedDir};
 use crate::signals::SignalWatch;
 use crate::size;
+use crate::store::Ready as ResolvedBox;
 use crate::ui::Ui;
 use crate::vm::accel::{self, Accel};
 use crate::vm::arch::{self, ArchProfile};
@@ -75,10 +77,17 @@ pub fn build(opts: &BuildOptions, ui: Ui) -> Result<u8> {
             arch::known().join(", ")
         ))
     })?;
-    let catalogs = catalog::load_all()?;
-    let the_box = catalog::resolve(&catalogs, box_ref, arch)?;
-    ui.detail(&format!("box {} from {}", the_box.name, the_box.source));
+    // Checked before anything is fetched: a typo costs nothing.
     let args = builder_args::resolve(&opts.builder_args)?;
+    let refresh = if opts.no_update_check {
+        Refresh::Never
+    } else {
+        Refresh::WhenDue
+    };
+    let library = Library::open(ui, refresh, signals.clone())?;
+    let the_box = library.ready(box_ref, arch, !opts.no_update_check)?;
+    ui.detail(&format!("box {} from {}", the_box.name, the_box.source));
+    let Protocol::BoxbuildAgent = the_box.entry.protocol;
     let memory_mib = match opts
         .box_memory
         .as_deref()

@@ -21,6 +21,13 @@ impl Ui {
         }
     }
 
+    /// Something the user should know about that does not stop the run.
+    pub fn warn(&self, message: &str) {
+        if !self.quiet {
+            eprintln!("boxbuild: warning: {message}");
+        }
+    }
+
     pub fn error(&self, message: &str) {
         eprintln!("boxbuild: error: {message}");
     }

@@ -90,8 +90,8 @@ version = "$version"
 arch = "$arch"
 cmdline = "console=$console root=/dev/vda init=/sbin/boxbuild-agent panic=-1 quiet"
 console = "$console"
-kernel = { url = "file://$out/kernel", size = $(size "$out/kernel"), sha256 = "$(sha256 "$out/kernel")" }
-initrd = { url = "file://$out/initrd", size = $(size "$out/initrd"), sha256 = "$(sha256 "$out/initrd")" }
-disk = { url = "file://$out/disk.qcow2", size = $(size "$out/disk.qcow2"), sha256 = "$(sha256 "$out/disk.qcow2")" }
+kernel = { path = "$out/kernel", size = $(size "$out/kernel"), sha256 = "$(sha256 "$out/kernel")" }
+initrd = { path = "$out/initrd", size = $(size "$out/initrd"), sha256 = "$(sha256 "$out/initrd")" }
+disk = { path = "$out/disk.qcow2", size = $(size "$out/disk.qcow2"), sha256 = "$(sha256 "$out/disk.qcow2")" }
 TOML
 note "tiny box ($arch) in $out: $(du -sh "$out" | cut -f1)"

@@ -3,6 +3,9 @@
 //! test are visible to it alone.
 #![allow(dead_code)]
 
+pub mod http;
+pub mod served;
+
 use std::fs;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -60,6 +63,11 @@ impl Env {
     pub fn script(&self, text: &str) -> &Env {
         fs::write(self.desc.join("script.sh"), text).unwrap();
         self
+    }
+
+    /// The box cache of this test's boxbuild (XDG_CACHE_HOME/boxbuild).
+    pub fn cache_dir(&self) -> PathBuf {
+        self.tmp.path().join("home/.cache/boxbuild")
     }
 
     pub fn tmpdir(&self) -> PathBuf {

@@ -1,0 +1,312 @@
+//! `boxbuild box ...` (and `--list-boxes`): list, fetch, update, outdated, prune,
+//! remove and verify boxes in the cache.
+
+use crate::catalog::{self, compare_versions, Refresh};
+use crate::cli::BoxCommand;
+use crate::error::{Error, Result};
+use crate::library::Library;
+use crate::signals::SignalWatch;
+use crate::store::{self, lock, Cached, Key};
+use crate::ui::Ui;
+use indicatif::HumanBytes;
+use std::collections::BTreeMap;
+
+/// Exit status of a `box` command that found something wrong (a damaged or busy box).
+const FOUND_PROBLEMS: u8 = 1;
+
+pub fn run(command: &BoxCommand, ui: Ui) -> Result<u8> {
+    let signals = SignalWatch::install()?;
+    let refresh = match command {
+        BoxCommand::Update { .. } | BoxCommand::Outdated => Refresh::Now,
+        _ => Refresh::WhenDue,
+    };
+    let library = Library::open(ui, refresh, signals)?;
+    match command {
+        BoxCommand::List => list(&library),
+        BoxCommand::Fetch { box_ref, arch } => fetch(&library, box_ref, arch.as_deref()),
+        BoxCommand::Update { names, arch } => update(&library, names, arch.as_deref()),
+        BoxCommand::Outdated => outdated(&library),
+        BoxCommand::Prune { dry_run } => prune(&library, *dry_run),
+        BoxCommand::Remove { box_ref, arch } => remove(&library, box_ref, arch.as_deref()),
+        BoxCommand::Verify { names } => verify(&library, names),
+    }
+}
+
+fn host_arch() -> &'static str {
+    std::env::consts::ARCH
+}
+
+fn print_table(rows: &[Vec<String>]) {
+    let columns = rows.first().map(Vec::len).unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    for row in rows {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i + 1 == columns {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:w$}  ", w = widths[i]));
+            }
+        }
+        println!("{}", line.trim_end());
+    }
+}
+
+/// Name, architectures, newest version and what is at hand, per box and architecture.
+pub fn list(library: &Library) -> Result<u8> {
+    let mut rows = vec![vec![
+        "NAME".to_string(),
+        "ARCH".into(),
+        "NEWEST".into(),
+        "CACHED".into(),
+        "DESCRIPTION".into(),
+    ]];
+    for name in catalog::known_boxes(&library.catalogs) {
+        let Some(cat) = catalog::catalog_for(&library.catalogs, name) else {
+            continue;
+        };
+        let entry = &cat.file.boxes[name];
+        for arch in catalog::archs_of(entry) {
+            let found = library.find(name, arch)?;
+            let mut at_hand = Vec::new();
+            for v in &found.versions {
+                if let Some(local) = store::at_hand_kind(&library.store, &found, v)? {
+                    at_hand.push(match local {
+                        store::AtHand::Cached => v.version.clone(),
+                        store::AtHand::InPlace => format!("{} (local)", v.version),
+                    });
+                }
+            }
+            rows.push(vec![
+                name.to_string(),
+                arch.to_string(),
+                found.newest().version.clone(),
+                if at_hand.is_empty() {
+                    "-".into()
+                } else {
+                    at_hand.join(", ")
+                },
+                entry.description.clone(),
+            ]);
+        }
+    }
+    if rows.len() == 1 {
+        println!("no boxes in any catalog; see docs/catalog.md");
+        return Ok(0);
+    }
+    print_table(&rows);
+    Ok(0)
+}
+
+fn fetch(library: &Library, box_ref: &str, arch: Option<&str>) -> Result<u8> {
+    let found = library.find(box_ref, arch.unwrap_or(host_arch()))?;
+    let version = found.newest();
+    let ready = store::provide(&library.store, &found, version, &library.fetcher())?;
+    let key = Key::new(&found.name, &found.arch, &version.version);
+    let state = if ready.fetched {
+        "fetched"
+    } else {
+        "already at hand"
+    };
+    library.ui.info(&format!(
+        "box {key}: {state} ({})",
+        ready.kernel.parent().unwrap_or(&ready.kernel).display()
+    ));
+    Ok(0)
+}
+
+/// (name, arch) pairs with at least one cached version, and the cached versions.
+fn cached_by_box(library: &Library) -> BTreeMap<(String, String), Vec<Cached>> {
+    let mut groups: BTreeMap<(String, String), Vec<Cached>> = BTreeMap::new();
+    for c in library.store.all_cached() {
+        groups
+            .entry((c.key.name.clone(), c.key.arch.clone()))
+            .or_default()
+            .push(c);
+    }
+    groups
+}
+
+fn update(library: &Library, names: &[String], arch: Option<&str>) -> Result<u8> {
+    let cached = cached_by_box(library);
+    let mut targets: Vec<(String, String)> = Vec::new();
+    if names.is_empty() {
+        targets.extend(
+            cached
+                .keys()
+                .filter(|(_, a)| arch.is_none_or(|want| want == a))
+                .cloned(),
+        );
+        if targets.is_empty() {
+            library
+                .ui
+                .info("no boxes in the cache; fetch one with 'boxbuild box fetch NAME'");
+        }
+    }
+    for name in names {
+        let mut archs: Vec<String> = cached
+            .keys()
+            .filter(|(n, a)| n == name && arch.is_none_or(|want| want == a))
+            .map(|(_, a)| a.clone())
+            .collect();
+        if archs.is_empty() {
+            archs.push(arch.unwrap_or(host_arch()).to_string());
+        }
+        targets.extend(archs.into_iter().map(|a| (name.clone(), a)));
+    }
+    for (name, arch) in targets {
+        let found = match library.find(&name, &arch) {
+            Ok(found) => found,
+            Err(e) if !names.contains(&name) => {
+                library.ui.warn(&format!("skipping cached box {name}: {e}"));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let newest = found.newest();
+        let key = Key::new(&name, &arch, &newest.version);
+        let before = cached
+            .get(&(name.clone(), arch.clone()))
+            .and_then(|v| v.last())
+            .map(|c| c.key.version.clone());
+        let ready = store::provide(&library.store, &found, newest, &library.fetcher())?;
+        match (ready.fetched, before) {
+            (false, _) => println!("box {key}: up to date"),
+            (true, Some(old)) => println!("box {key}: updated from {old}"),
+            (true, None) => println!("box {key}: fetched"),
+        }
+    }
+    Ok(0)
+}
+
+fn outdated(library: &Library) -> Result<u8> {
+    let mut rows = vec![vec![
+        "NAME".to_string(),
+        "ARCH".into(),
+        "CACHED".into(),
+        "AVAILABLE".into(),
+    ]];
+    for ((name, arch), versions) in cached_by_box(library) {
+        let Ok(found) = library.find(&name, &arch) else {
+            continue;
+        };
+        let newest_cached = &versions.last().expect("groups are not empty").key.version;
+        let newest = &found.newest().version;
+        if compare_versions(newest, newest_cached).is_gt() {
+            rows.push(vec![name, arch, newest_cached.clone(), newest.clone()]);
+        }
+    }
+    if rows.len() == 1 {
+        println!("all cached boxes are up to date");
+    } else {
+        print_table(&rows);
+    }
+    Ok(0)
+}
+
+fn prune(library: &Library, dry_run: bool) -> Result<u8> {
+    let mut freed = 0u64;
+    for (_, mut versions) in cached_by_box(library) {
+        let newest = versions.pop().expect("groups are not empty");
+        println!("keeping box {}", newest.key);
+        for old in versions {
+            let size = old.bytes();
+            if dry_run {
+                println!("would remove box {} ({})", old.key, HumanBytes(size));
+            } else if library.store.remove(&old.key)? {
+                println!("removed box {} ({})", old.key, HumanBytes(size));
+                freed += size;
+            } else {
+                println!("kept box {}: a running build uses it", old.key);
+            }
+        }
+    }
+    if !dry_run {
+        freed += library.store.clean_tmp()?;
+        println!("freed {}", HumanBytes(freed));
+    }
+    Ok(0)
+}
+
+fn remove(library: &Library, box_ref: &str, arch: Option<&str>) -> Result<u8> {
+    let (name, version) = catalog::parse_box_ref(box_ref);
+    let chosen: Vec<Cached> = library
+        .store
+        .all_cached()
+        .into_iter()
+        .filter(|c| c.key.name == name)
+        .filter(|c| version.is_none_or(|v| v == c.key.version))
+        .filter(|c| arch.is_none_or(|a| a == c.key.arch))
+        .collect();
+    if chosen.is_empty() {
+        return Err(Error::setup(format!(
+            "box {box_ref} is not in the cache ({}); see 'boxbuild box list'",
+            library.store.root().display()
+        )));
+    }
+    let mut busy = false;
+    for c in chosen {
+        if library.store.remove(&c.key)? {
+            println!("removed box {} ({})", c.key, HumanBytes(c.bytes()));
+        } else {
+            library.ui.error(&format!(
+                "box {} is in use by a running build; not removed",
+                c.key
+            ));
+            busy = true;
+        }
+    }
+    Ok(if busy { FOUND_PROBLEMS } else { 0 })
+}
+
+/// Re-hashes cached boxes; a damaged one is removed so the next build fetches it anew.
+fn verify(library: &Library, names: &[String]) -> Result<u8> {
+    let mut problems = false;
+    let chosen: Vec<Cached> = library
+        .store
+        .all_cached()
+        .into_iter()
+        .filter(|c| names.is_empty() || names.contains(&c.key.name))
+        .collect();
+    if chosen.is_empty() {
+        println!("no cached boxes to verify");
+    }
+    for c in chosen {
+        let lock_path = library.store.lock_path(&c.key)?;
+        let Some(held) = lock::try_acquire(&lock_path, lock::Mode::Shared)? else {
+            println!("busy box {}: being fetched, not verified", c.key);
+            continue;
+        };
+        let mut damage = Vec::new();
+        for f in &c.manifest.files {
+            let path = c.dir.join(&f.file);
+            match crate::fetch::sha256_file(&path) {
+                Ok(digest) if digest == f.sha256 => {}
+                Ok(digest) => damage.push(format!(
+                    "{}: sha256 {digest}, expected {}",
+                    f.role.name(),
+                    f.sha256
+                )),
+                Err(e) => damage.push(format!("{}: {e}", f.role.name())),
+            }
+        }
+        drop(held);
+        if damage.is_empty() {
+            println!("ok box {}", c.key);
+            continue;
+        }
+        problems = true;
+        println!("BAD box {}: {}", c.key, damage.join("; "));
+        if library.store.remove(&c.key)? {
+            println!("removed box {}; the next build fetches it again", c.key);
+        } else {
+            println!(
+                "box {} is in use by a running build; remove it with 'boxbuild box remove {}@{}' later",
+                c.key, c.key.name, c.key.version
+            );
+        }
+    }
+    Ok(if problems { FOUND_PROBLEMS } else { 0 })
+}

@@ -1,0 +1,373 @@
+//! Downloads one file into a staging directory: resumable (the partial copy survives a
+//! failed run and is continued with a ranged request), hashed while the bytes arrive (no
+//! second pass), retried with backoff on network errors, and renamed into place only once
+//! its sha256 matched.
+
+pub mod http;
+mod progress;
+
+use crate::error::{Error, Result};
+use crate::signals::SignalWatch;
+use crate::ui::Ui;
+use http::{FetchError, Http, Opened};
+use progress::Progress;
+use reqwest::Url;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const CHUNK: usize = 256 * 1024;
+const DEFAULT_RETRIES: u32 = 3;
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+const MAX_BACKOFF: Duration = Duration::from_secs(8);
+
+/// One file to fetch.
+pub struct Download<'a> {
+    pub url: &'a Url,
+    /// Where the verified file ends up; the partial copy lives beside it.
+    pub dest: PathBuf,
+    pub size: Option<u64>,
+    pub sha256: &'a str,
+    /// Names the file in messages: "box tiny 1.0 (x86_64): disk".
+    pub label: String,
+}
+
+pub struct Fetcher<'a> {
+    pub http: &'a Http,
+    pub ui: Ui,
+    pub signals: &'a SignalWatch,
+    /// Further tries after a network error that made no progress.
+    pub retries: u32,
+}
+
+/// What the partial copy is a prefix of, so a later run can resume it safely.
+#[derive(Debug, Serialize, Deserialize)]
+struct PartMeta {
+    url: String,
+    validator: Option<String>,
+}
+
+/// `$BOXBUILD_FETCH_RETRIES`, else 3.
+pub fn retries_from_env() -> u32 {
+    std::env::var("BOXBUILD_FETCH_RETRIES")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(DEFAULT_RETRIES)
+}
+
+fn part_paths(dest: &Path) -> (PathBuf, PathBuf) {
+    let name = dest.file_name().unwrap_or_default().to_string_lossy();
+    (
+        dest.with_file_name(format!("{name}.part")),
+        dest.with_file_name(format!("{name}.part.json")),
+    )
+}
+
+/// The bytes of a partial copy: the file and the running hash of what it holds.
+struct Partial {
+    file: File,
+    hasher: Sha256,
+    len: u64,
+}
+
+impl Partial {
+    /// Opens the partial copy and hashes what it already holds (once per run).
+    fn open(path: &Path) -> std::io::Result<Partial> {
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(path)?;
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; CHUNK];
+        let mut len = 0u64;
+        file.seek(SeekFrom::Start(0))?;
+        loop {
+            let n = file.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            len += n as u64;
+        }
+        Ok(Partial { file, hasher, len })
+    }
+
+    fn restart(&mut self) -> std::io::Result<()> {
+        self.file.set_len(0)?;
+        self.hasher = Sha256::new();
+        self.len = 0;
+        Ok(())
+    }
+
+    fn append(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.file.write_all(bytes)?;
+        self.hasher.update(bytes);
+        self.len += bytes.len() as u64;
+        Ok(())
+    }
+}
+
+impl Fetcher<'_> {
+    pub fn fetch(&self, d: &Download) -> Result<()> {
+        let (part_path, meta_path) = part_paths(&d.dest);
+        let io = |what: &str, e: std::io::Error| {
+            Error::setup(format!("{}: {what} {}: {e}", d.label, part_path.display()))
+        };
+        // A partial copy of another URL is not a prefix of this one.
+        let meta: Option<PartMeta> = fs::read(&meta_path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        let mut validator = match meta {
+            Some(m) if m.url == d.url.as_str() => m.validator,
+            _ => {
+                let _ = fs::remove_file(&part_path);
+                None
+            }
+        };
+        let mut partial = Partial::open(&part_path).map_err(|e| io("cannot open", e))?;
+        let resumed_from = partial.len;
+        let mut received = 0u64;
+        let mut failures = 0u32;
+        let mut restarted_after_416 = false;
+        let progress = Progress::start(self.ui, &d.label, d.size, partial.len);
+        loop {
+            if let Some(sig) = self.signals.pending() {
+                return Err(Error::Interrupted(sig));
+            }
+            if d.size.is_some_and(|size| partial.len == size) {
+                break; // Complete from an earlier run; the digest decides.
+            }
+            let opened = match open(self.http, d.url, partial.len, validator.as_deref()) {
+                Ok(opened) => opened,
+                Err(FetchError::RangeNotSatisfiable) if !restarted_after_416 => {
+                    restarted_after_416 = true;
+                    partial.restart().map_err(|e| io("cannot truncate", e))?;
+                    continue;
+                }
+                Err(FetchError::Refused(status)) => {
+                    return Err(Error::setup(format!(
+                        "{}: {} answered HTTP {status}; the catalog may be out of date (try 'boxbuild box update')",
+                        d.label, d.url
+                    )))
+                }
+                Err(e) => {
+                    failures += 1;
+                    self.back_off(d, failures, &e, &progress)?;
+                    continue;
+                }
+            };
+            if opened.start == 0 && partial.len > 0 {
+                partial.restart().map_err(|e| io("cannot truncate", e))?;
+            }
+            if let (Some(total), Some(size)) = (opened.total, d.size) {
+                if total != size {
+                    return Err(Error::setup(format!(
+                        "{}: {} is {total} bytes, the catalog says {size}; the catalog and the server disagree",
+                        d.label, d.url
+                    )));
+                }
+            }
+            validator = opened.validator.clone();
+            let meta = PartMeta {
+                url: d.url.to_string(),
+                validator: validator.clone(),
+            };
+            fs::write(&meta_path, serde_json::to_vec(&meta).expect("serialisable"))
+                .map_err(|e| io("cannot write", e))?;
+            progress.set_position(partial.len, opened.total);
+            let before = partial.len;
+            let streamed = self.stream(opened, &mut partial, &progress);
+            received += partial.len - before;
+            match streamed {
+                Ok(()) => break,
+                Err(StreamError::Io(e)) => return Err(io("cannot write", e)),
+                Err(StreamError::Interrupted(sig)) => return Err(Error::Interrupted(sig)),
+                Err(StreamError::Network(cause)) => {
+                    if partial.len > before {
+                        failures = 0; // Progress was made: it is worth going on.
+                    }
+                    failures += 1;
+                    self.back_off(d, failures, &FetchError::Transient(cause), &progress)?;
+                }
+            }
+        }
+        progress.finish();
+        partial.file.sync_all().map_err(|e| io("cannot sync", e))?;
+        let digest = hex(&partial.hasher.finalize_reset());
+        let discard = || {
+            let _ = fs::remove_file(&part_path);
+            let _ = fs::remove_file(&meta_path);
+        };
+        if let Some(size) = d.size.filter(|s| *s != partial.len) {
+            discard();
+            return Err(Error::setup(format!(
+                "{}: {} gave {} bytes, the catalog says {size}; the download was discarded",
+                d.label, d.url, partial.len
+            )));
+        }
+        if !digest.eq_ignore_ascii_case(d.sha256) {
+            discard();
+            return Err(Error::setup(format!(
+                "{}: sha256 mismatch for {}: expected {}, got {digest}; the download was discarded (try again; if it persists, the catalog or the server is wrong)",
+                d.label, d.url, d.sha256
+            )));
+        }
+        fs::rename(&part_path, &d.dest).map_err(|e| io("cannot rename", e))?;
+        let _ = fs::remove_file(&meta_path);
+        self.ui.detail(&format!(
+            "{}: {} bytes received{}",
+            d.label,
+            received,
+            if resumed_from > 0 {
+                format!(", resumed from byte {resumed_from}")
+            } else {
+                String::new()
+            }
+        ));
+        Ok(())
+    }
+
+    /// Waits before the next try, or gives up with one line naming URL and cause.
+    fn back_off(
+        &self,
+        d: &Download,
+        failures: u32,
+        cause: &FetchError,
+        progress: &Progress,
+    ) -> Result<()> {
+        if failures > self.retries {
+            return Err(Error::setup(format!(
+                "{}: cannot fetch {}: {cause}{}",
+                d.label,
+                d.url,
+                if self.retries > 0 {
+                    format!(" (tried {} times)", self.retries + 1)
+                } else {
+                    String::new()
+                }
+            )));
+        }
+        let wait = FIRST_BACKOFF
+            .saturating_mul(1 << (failures - 1).min(8))
+            .min(MAX_BACKOFF);
+        progress.note(&format!(
+            "{}: {cause}; trying again in {:.1}s",
+            d.label,
+            wait.as_secs_f64()
+        ));
+        let until = std::time::Instant::now() + wait;
+        while std::time::Instant::now() < until {
+            if let Some(sig) = self.signals.pending() {
+                return Err(Error::Interrupted(sig));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
+    fn stream(
+        &self,
+        mut opened: Opened,
+        partial: &mut Partial,
+        progress: &Progress,
+    ) -> std::result::Result<(), StreamError> {
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            if let Some(sig) = self.signals.pending() {
+                return Err(StreamError::Interrupted(sig));
+            }
+            let n = match opened.body.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    return Err(StreamError::Network(format!(
+                        "the transfer broke off at byte {}{}: {}",
+                        partial.len,
+                        opened.total.map(|t| format!(" of {t}")).unwrap_or_default(),
+                        http::chain(&e)
+                    )))
+                }
+            };
+            partial.append(&buf[..n]).map_err(StreamError::Io)?;
+            progress.set_position(partial.len, opened.total);
+        }
+        match opened.total {
+            Some(total) if partial.len < total => Err(StreamError::Network(format!(
+                "the transfer broke off at byte {} of {total}",
+                partial.len
+            ))),
+            _ => Ok(()),
+        }
+    }
+}
+
+enum StreamError {
+    Network(String),
+    Io(std::io::Error),
+    Interrupted(i32),
+}
+
+/// http(s) through the client; file:// straight from the file system.
+fn open(
+    http: &Http,
+    url: &Url,
+    offset: u64,
+    validator: Option<&str>,
+) -> std::result::Result<Opened, FetchError> {
+    if url.scheme() != "file" {
+        return http.open(url, offset, validator);
+    }
+    let path = url
+        .to_file_path()
+        .map_err(|()| FetchError::Transient(format!("bad file URL {url}")))?;
+    let mut file = File::open(&path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => FetchError::Refused(reqwest::StatusCode::NOT_FOUND),
+        _ => FetchError::Transient(format!("{}: {e}", path.display())),
+    })?;
+    let meta = file
+        .metadata()
+        .map_err(|e| FetchError::Transient(e.to_string()))?;
+    let mtime = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let current = format!("{}-{mtime}", meta.len());
+    let start = if validator == Some(current.as_str()) && offset <= meta.len() {
+        offset
+    } else {
+        0
+    };
+    file.seek(SeekFrom::Start(start))
+        .map_err(|e| FetchError::Transient(e.to_string()))?;
+    Ok(Opened {
+        body: Box::new(file),
+        start,
+        total: Some(meta.len()),
+        validator: Some(current),
+    })
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The sha256 of a file, read in large chunks (`box verify`).
+pub fn sha256_file(path: &Path) -> std::io::Result<String> {
+    let mut file = File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1024 * 1024];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            return Ok(hex(&hasher.finalize()));
+        }
+        hasher.update(&buf[..n]);
+    }
+}

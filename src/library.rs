@@ -1,0 +1,64 @@
+//! The catalogs and the cache together: what builds and `box` commands need to turn a
+//! box name into files on disk.
+
+use crate::catalog::{self, Catalog, Found, LoadPolicy, Refresh};
+use crate::error::Result;
+use crate::fetch::{self, http::Http, Fetcher};
+use crate::signals::SignalWatch;
+use crate::store::{self, Ready, Store};
+use crate::ui::Ui;
+
+pub struct Library {
+    pub store: Store,
+    pub http: Http,
+    pub catalogs: Vec<Catalog>,
+    pub ui: Ui,
+    pub signals: SignalWatch,
+}
+
+impl Library {
+    pub fn open(ui: Ui, refresh: Refresh, signals: SignalWatch) -> Result<Library> {
+        let store = Store::open()?;
+        let http = Http::new();
+        let catalogs = catalog::load_all(&LoadPolicy {
+            refresh,
+            ui,
+            http: &http,
+            cache_dir: store.catalogs_dir(),
+        })?;
+        Ok(Library {
+            store,
+            http,
+            catalogs,
+            ui,
+            signals,
+        })
+    }
+
+    pub fn fetcher(&self) -> Fetcher<'_> {
+        Fetcher {
+            http: &self.http,
+            ui: self.ui,
+            signals: &self.signals,
+            retries: fetch::retries_from_env(),
+        }
+    }
+
+    pub fn find(&self, box_ref: &str, arch: &str) -> Result<Found<'_>> {
+        catalog::find(&self.catalogs, box_ref, arch)
+    }
+
+    /// The box for a build: pinned, else the newest at hand (saying so when the catalog
+    /// has a newer one and `tell_newer`), fetched if needed, held until dropped.
+    pub fn ready(&self, box_ref: &str, arch: &str, tell_newer: bool) -> Result<Ready> {
+        let found = self.find(box_ref, arch)?;
+        let (version, newer) = store::choose(&self.store, &found)?;
+        if let (Some(newer), true) = (newer, tell_newer) {
+            self.ui.warn(&format!(
+                "box {} {} is available (this build uses {} from the cache); fetch it with 'boxbuild box update {}'",
+                found.name, newer.version, version.version, found.name
+            ));
+        }
+        store::provide(&self.store, &found, version, &self.fetcher())
+    }
+}

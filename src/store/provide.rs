@@ -1,0 +1,290 @@
+//! From a catalog entry to box files on disk: pick the version (pinned, else the newest
+//! one at hand), fetch it when missing (once, however many builds ask), and hold it
+//! shared for the build so prune and remove leave it alone.
+
+use super::lock::{self, EntryLock, Mode};
+use super::{Cached, Key, Manifest, ManifestFile, Store, MANIFEST, MANIFEST_FORMAT};
+use crate::catalog::{BoxEntry, Found, Location, Role, VersionEntry};
+use crate::error::{Context, Error, Result};
+use crate::fetch::{Download, Fetcher};
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// One box version ready to boot, with local file paths.
+#[derive(Debug)]
+pub struct Ready {
+    pub name: String,
+    pub entry: BoxEntry,
+    pub version: VersionEntry,
+    pub kernel: PathBuf,
+    pub initrd: Option<PathBuf>,
+    pub disk: Option<PathBuf>,
+    /// Which catalog described it (for messages).
+    pub source: String,
+    /// Whether it was fetched by this call.
+    pub fetched: bool,
+    /// Held while the box is in use.
+    pub _lock: Option<EntryLock>,
+}
+
+/// The local files of a version if it is at hand: in-place files exist with the right
+/// size, fetched files are in the cache with the catalog's digests. O(1): stats only.
+fn at_hand(
+    store: &Store,
+    found: &Found,
+    version: &VersionEntry,
+) -> Result<Option<BTreeMap<Role, PathBuf>>> {
+    let key = Key::new(&found.name, &found.arch, &version.version);
+    let mut cached: Option<Option<Cached>> = None;
+    let mut paths = BTreeMap::new();
+    for (role, file) in version.files() {
+        let path = match found.catalog.locate(file)? {
+            Location::InPlace(path) => {
+                check_in_place(&path, file.size, &found.catalog.origin)?;
+                path
+            }
+            Location::Remote(_) => {
+                let entry = cached.get_or_insert_with(|| store.cached(&key));
+                let Some(entry) = entry else {
+                    return Ok(None);
+                };
+                match entry.manifest.file(role) {
+                    Some(m) if matches_catalog(m, file.sha256.as_deref(), file.size) => {
+                        let path = entry.dir.join(&m.file);
+                        if fs::metadata(&path).map(|meta| meta.len()).ok() != Some(m.size) {
+                            return Ok(None);
+                        }
+                        path
+                    }
+                    _ => return Ok(None),
+                }
+            }
+        };
+        paths.insert(role, path);
+    }
+    Ok(Some(paths))
+}
+
+/// How a version is at hand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AtHand {
+    /// In the cache.
+    Cached,
+    /// Local files named by path.
+    InPlace,
+}
+
+/// Whether a version is at hand, and how; a missing local file counts as not at hand.
+pub fn at_hand_kind(
+    store: &Store,
+    found: &Found,
+    version: &VersionEntry,
+) -> Result<Option<AtHand>> {
+    if !matches!(at_hand(store, found, version), Ok(Some(_))) {
+        return Ok(None);
+    }
+    Ok(Some(if has_remote_files(found, version)? {
+        AtHand::Cached
+    } else {
+        AtHand::InPlace
+    }))
+}
+
+fn matches_catalog(m: &ManifestFile, sha256: Option<&str>, size: Option<u64>) -> bool {
+    sha256.is_some_and(|d| d.eq_ignore_ascii_case(&m.sha256)) && size.is_none_or(|s| s == m.size)
+}
+
+/// A box built on this machine, used where it is: a size check, never a hash.
+fn check_in_place(path: &Path, size: Option<u64>, origin: &str) -> Result<()> {
+    let meta = fs::metadata(path).map_err(|e| {
+        Error::setup(format!(
+            "{origin}: box file {}: {e}; rebuild the box",
+            path.display()
+        ))
+    })?;
+    match size {
+        Some(size) if size != meta.len() => Err(Error::setup(format!(
+            "{origin}: box file {} is {} bytes, the catalog says {size}; rebuild the box",
+            path.display(),
+            meta.len()
+        ))),
+        _ => Ok(()),
+    }
+}
+
+fn has_remote_files(found: &Found, version: &VersionEntry) -> Result<bool> {
+    for (_, file) in version.files() {
+        if let Location::Remote(_) = found.catalog.locate(file)? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// The version a build uses: the pinned one, else the newest one at hand, else the
+/// newest in the catalog. Returns it and, when a newer one exists, that one.
+pub fn choose<'f>(
+    store: &Store,
+    found: &'f Found,
+) -> Result<(&'f VersionEntry, Option<&'f VersionEntry>)> {
+    if found.pinned {
+        return Ok((found.newest(), None));
+    }
+    for (i, version) in found.versions.iter().enumerate() {
+        if at_hand(store, found, version)?.is_some() {
+            let newer = (i > 0).then(|| found.versions[0]);
+            return Ok((version, newer));
+        }
+    }
+    Ok((found.newest(), None))
+}
+
+/// Makes `version` available locally and returns it held shared.
+pub fn provide(
+    store: &Store,
+    found: &Found,
+    version: &VersionEntry,
+    fetcher: &Fetcher,
+) -> Result<Ready> {
+    let key = Key::new(&found.name, &found.arch, &version.version);
+    let ready = |paths: BTreeMap<Role, PathBuf>, lock, fetched| Ready {
+        name: found.name.clone(),
+        entry: found.entry.clone(),
+        version: version.clone(),
+        kernel: paths[&Role::Kernel].clone(),
+        initrd: paths.get(&Role::Initrd).cloned(),
+        disk: paths.get(&Role::Disk).cloned(),
+        source: found.catalog.origin.clone(),
+        fetched,
+        _lock: lock,
+    };
+    if !has_remote_files(found, version)? {
+        let paths = at_hand(store, found, version)?.expect("in-place files were checked");
+        return Ok(ready(paths, None, false));
+    }
+    let lock_path = store.lock_path(&key)?;
+    let mut fetched = false;
+    // A prune may slip in between fetching and taking the shared lock: look again.
+    for _ in 0..3 {
+        let shared = lock::acquire(&lock_path, Mode::Shared, fetcher.signals, || {
+            fetcher.ui.info(&format!(
+                "waiting for another boxbuild to finish fetching box {key}"
+            ))
+        })?;
+        if let Some(paths) = at_hand(store, found, version)? {
+            return Ok(ready(paths, Some(shared), fetched));
+        }
+        drop(shared);
+        let exclusive = lock::acquire(&lock_path, Mode::Exclusive, fetcher.signals, || {
+            fetcher.ui.info(&format!(
+                "waiting for another boxbuild to finish with box {key}"
+            ))
+        })?;
+        if at_hand(store, found, version)?.is_none() {
+            fetch_and_install(store, found, version, &key, fetcher)?;
+            fetched = true;
+        }
+        drop(exclusive);
+    }
+    Err(Error::setup(format!(
+        "box {key} keeps disappearing from the cache at {}; is a 'box prune' running in a loop?",
+        store.root().display()
+    )))
+}
+
+/// Fetches every remote file into the staging dir, then installs the version with one
+/// rename. Called with the entry's lock held exclusive.
+fn fetch_and_install(
+    store: &Store,
+    found: &Found,
+    version: &VersionEntry,
+    key: &Key,
+    fetcher: &Fetcher,
+) -> Result<()> {
+    let staging = store.staging_dir(key);
+    fs::create_dir_all(&staging).context(|| format!("cannot create {}", staging.display()))?;
+    let mut files = Vec::new();
+    for (role, file) in version.files() {
+        let Location::Remote(url) = found.catalog.locate(file)? else {
+            continue;
+        };
+        let sha256 = file
+            .sha256
+            .as_deref()
+            .expect("validated: fetched files have a digest");
+        // The digest in the name: a file staged for other content is never taken for this.
+        let dest = staging.join(format!("{}.{}", role.name(), &sha256[..16]));
+        let done = fs::metadata(&dest).is_ok_and(|m| file.size.is_none_or(|s| s == m.len()));
+        if !done {
+            fetcher.fetch(&Download {
+                url: &url,
+                dest: dest.clone(),
+                size: file.size,
+                sha256,
+                label: format!("box {key}: {}", role.name()),
+            })?;
+        }
+        let size = fs::metadata(&dest)
+            .context(|| dest.display().to_string())?
+            .len();
+        files.push((
+            dest,
+            ManifestFile {
+                role,
+                file: role.name().to_string(),
+                size,
+                sha256: sha256.to_ascii_lowercase(),
+                url: url.to_string(),
+            },
+        ));
+    }
+    install(store, key, files)?;
+    let _ = fs::remove_dir_all(&staging);
+    Ok(())
+}
+
+/// Assembles the version dir beside its final place and renames it in.
+fn install(store: &Store, key: &Key, files: Vec<(PathBuf, ManifestFile)>) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let target = store.entry_dir(key);
+    let parent = target.parent().expect("entry dirs have parents");
+    fs::create_dir_all(parent).context(|| format!("cannot create {}", parent.display()))?;
+    let assembly = tempfile::Builder::new()
+        .prefix(".install-")
+        .tempdir_in(parent)
+        .context(|| format!("cannot create a directory in {}", parent.display()))?;
+    let mut manifest = Manifest {
+        format: MANIFEST_FORMAT,
+        name: key.name.clone(),
+        arch: key.arch.clone(),
+        version: key.version.clone(),
+        fetched: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        files: Vec::new(),
+    };
+    for (staged, entry) in files {
+        let dest = assembly.path().join(&entry.file);
+        fs::rename(&staged, &dest).context(|| format!("cannot move {}", staged.display()))?;
+        // Read-only: the box is only ever a backing file.
+        let _ = fs::set_permissions(&dest, fs::Permissions::from_mode(0o444));
+        manifest.files.push(entry);
+    }
+    let bytes = serde_json::to_vec_pretty(&manifest).expect("serialisable");
+    super::write_atomically(&assembly.path().join(MANIFEST), &bytes)?;
+    if target.exists() {
+        // A stale or damaged copy of this version (its digests no longer match).
+        store.discard_dir(&target)?;
+    }
+    let assembled = assembly.keep();
+    fs::rename(&assembled, &target).map_err(|e| {
+        let _ = fs::remove_dir_all(&assembled);
+        Error::setup(format!("cannot install {}: {e}", target.display()))
+    })?;
+    if let Ok(dir) = fs::File::open(parent) {
+        let _ = dir.sync_all();
+    }
+    Ok(())
+}
