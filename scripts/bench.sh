@@ -6,7 +6,8 @@
 # Figures (median of RUNS, default 7):
 # - start-up: from invoking boxbuild to the builder starting in the guest (boxbuild -v);
 # - no-op build: wall time of a whole build whose builder does nothing;
-# - peak memory (VmHWM) of the boxbuild process and of QEMU during a no-op build.
+# - peak memory (VmHWM) of the boxbuild process and of QEMU during a no-op build;
+# - the box cache (scripts/bench-cache.sh): cache hit vs re-hash, download throughput.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-7}
@@ -65,6 +66,7 @@ accel_line=$("$bin" --box tiny -- --description "$work/desc" --target-dir "$work
 cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
 qemu_version=$(qemu-system-$(uname -m) --version | head -n1)
 box_size=$(du -sh "$boxdir" | cut -f1)
+cache_section=$(scripts/bench-cache.sh 2048 "$(( runs < 3 ? runs : 3 ))")
 cat >docs/benchmarks.md <<MD
 # Benchmarks
 
@@ -84,5 +86,7 @@ Accelerator on this machine: ${accel_line:-n/a}
 The start-up figure covers catalog lookup, argument checks, the overlay, QEMU start, the
 guest kernel's boot, the initrd, and the agent's greeting and mounts. Most of it is the
 emulated kernel boot.
+
+$cache_section
 MD
 cat docs/benchmarks.md

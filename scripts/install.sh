@@ -52,13 +52,21 @@ command -v qemu-img >/dev/null || {
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends qemu-utils
 }
 
-if ! command -v cargo >/dev/null; then
-  [ -x "$HOME/.cargo/bin/cargo" ] || {
-    echo ">> installing the Rust toolchain with rustup"
-    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal ||
-      { echo "error: cannot install Rust; install rustup (https://rustup.rs) and re-run" >&2; exit 1; }
-  }
+# boxbuild needs Rust 1.89 or newer (Debian 12's own rustc is 1.63).
+rust_ok() {
+  command -v cargo >/dev/null && command -v rustc >/dev/null &&
+    [ "$(rustc --version | sed -n 's/^rustc 1\.\([0-9]*\).*/\1/p')" -ge 89 ] 2>/dev/null
+}
+[ -x "$HOME/.cargo/bin/cargo" ] && export PATH=$HOME/.cargo/bin:$PATH
+if ! rust_ok; then
+  echo ">> installing a current Rust toolchain with rustup"
+  if command -v rustup >/dev/null; then
+    rustup toolchain install stable --profile minimal && rustup default stable
+  else
+    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
+  fi || { echo "error: cannot install Rust; install rustup (https://rustup.rs) and re-run" >&2; exit 1; }
   export PATH=$HOME/.cargo/bin:$PATH
+  rust_ok || { echo "error: Rust 1.89 or newer is needed; found $(rustc --version 2>&1)" >&2; exit 1; }
 fi
 
 echo ">> building boxbuild"

@@ -5,7 +5,7 @@ mod common;
 
 use common::http::{Fault, HttpServer};
 use common::served::{box_toml, synthetic_box, version_toml, ServedFile};
-use common::{stderr, stdout, Env};
+use common::{ok, stderr, stdout, Env};
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -72,16 +72,6 @@ impl Fixture {
     fn file(&self, role: &str) -> &ServedFile {
         self.files.iter().find(|f| f.role == role).unwrap()
     }
-}
-
-fn ok(out: &Output) {
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stdout:\n{}\nstderr:\n{}",
-        stdout(out),
-        stderr(out)
-    );
 }
 
 /// What the cache holds under boxes/, as relative paths.

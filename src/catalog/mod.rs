@@ -133,14 +133,25 @@ pub struct Catalog {
 }
 
 impl Catalog {
+    /// Parses TOML, or YAML when `origin` ends in .yaml or .yml.
     pub fn parse(text: &str, origin: &str, base: Base) -> Result<Catalog> {
-        let file: CatalogFile = toml::from_str(text).map_err(|e| {
-            let (line, col) = e.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
-            Error::setup(format!(
-                "{origin}:{line}:{col}: bad catalog: {}",
-                e.message()
-            ))
-        })?;
+        let file: CatalogFile = if is_yaml(origin) {
+            serde_norway::from_str(text).map_err(|e| {
+                let (line, col) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
+                let message = e.to_string();
+                // The library appends " at line L column C"; the prefix says it already.
+                let message = message.split(" at line ").next().unwrap_or(&message);
+                Error::setup(format!("{origin}:{line}:{col}: bad catalog: {message}"))
+            })?
+        } else {
+            toml::from_str(text).map_err(|e| {
+                let (line, col) = e.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
+                Error::setup(format!(
+                    "{origin}:{line}:{col}: bad catalog: {}",
+                    e.message()
+                ))
+            })?
+        };
         let catalog = Catalog {
             origin: origin.to_string(),
             base,
@@ -222,6 +233,10 @@ impl Catalog {
     fn bad_url(&self, url: &str, e: impl std::fmt::Display) -> Error {
         Error::setup(format!("{}: bad url '{url}': {e}", self.origin))
     }
+}
+
+pub fn is_yaml(origin: &str) -> bool {
+    origin.ends_with(".yaml") || origin.ends_with(".yml")
 }
 
 fn is_safe_name(text: &str) -> bool {
@@ -464,6 +479,17 @@ kernel = { url = "https://example.org/k", sha256 = "0000000000000000000000000000
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("f.toml:2:"), "{e}");
+    }
+
+    #[test]
+    fn yaml_catalogs_read_like_toml_ones() {
+        let yaml = "boxes:\n  demo:\n    builder: [b]\n    versions:\n      - version: '1'\n        arch: x86_64\n        cmdline: c\n        kernel: { path: k }\n";
+        let cats = vec![Catalog::parse(yaml, "c.yaml", Base::Dir("/d".into())).unwrap()];
+        assert_eq!(find(&cats, "demo", "x86_64").unwrap().newest().version, "1");
+        let e = Catalog::parse("boxes:\n  demo:\n    builder: 3\n", "c.yml", Base::Builtin)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("c.yml:3:"), "{e}");
     }
 
     #[test]

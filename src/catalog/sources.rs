@@ -39,20 +39,25 @@ pub fn search_paths() -> Vec<PathBuf> {
     if let Some(p) = std::env::var_os("BOXBUILD_CONFIG") {
         paths.push(PathBuf::from(p));
     }
-    paths.push(PathBuf::from("boxbuild.toml"));
+    let with_extensions =
+        |stem: PathBuf| ["toml", "yaml", "yml"].map(|ext| stem.with_extension(ext));
+    paths.extend(with_extensions(PathBuf::from("boxbuild")));
     let mut dirs_in_order = Vec::new();
     if let Some(config) = dirs::config_dir() {
         dirs_in_order.push(config.join("boxbuild"));
     }
     dirs_in_order.push(PathBuf::from("/etc/boxbuild"));
     for dir in dirs_in_order {
-        paths.push(dir.join("boxbuild.toml"));
+        paths.extend(with_extensions(dir.join("boxbuild")));
         // Drop-in files, e.g. written by the box recipes in boxes/.
         if let Ok(entries) = std::fs::read_dir(dir.join("catalog.d")) {
             let mut drop_ins: Vec<PathBuf> = entries
                 .flatten()
                 .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+                .filter(|p| {
+                    p.extension()
+                        .is_some_and(|x| x == "toml" || x == "yaml" || x == "yml")
+                })
                 .collect();
             drop_ins.sort();
             paths.extend(drop_ins);

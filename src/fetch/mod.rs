@@ -4,22 +4,23 @@
 //! its sha256 matched.
 
 pub mod http;
+mod partial;
 mod progress;
 
 use crate::error::{Error, Result};
 use crate::signals::SignalWatch;
 use crate::ui::Ui;
 use http::{FetchError, Http, Opened};
+use partial::{Partial, CHUNK};
 use progress::Progress;
 use reqwest::Url;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::fs::{self, File};
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-const CHUNK: usize = 256 * 1024;
 const DEFAULT_RETRIES: u32 = 3;
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(8);
@@ -64,51 +65,6 @@ fn part_paths(dest: &Path) -> (PathBuf, PathBuf) {
         dest.with_file_name(format!("{name}.part")),
         dest.with_file_name(format!("{name}.part.json")),
     )
-}
-
-/// The bytes of a partial copy: the file and the running hash of what it holds.
-struct Partial {
-    file: File,
-    hasher: Sha256,
-    len: u64,
-}
-
-impl Partial {
-    /// Opens the partial copy and hashes what it already holds (once per run).
-    fn open(path: &Path) -> std::io::Result<Partial> {
-        let mut file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(path)?;
-        let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; CHUNK];
-        let mut len = 0u64;
-        file.seek(SeekFrom::Start(0))?;
-        loop {
-            let n = file.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-            len += n as u64;
-        }
-        Ok(Partial { file, hasher, len })
-    }
-
-    fn restart(&mut self) -> std::io::Result<()> {
-        self.file.set_len(0)?;
-        self.hasher = Sha256::new();
-        self.len = 0;
-        Ok(())
-    }
-
-    fn append(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        self.file.write_all(bytes)?;
-        self.hasher.update(bytes);
-        self.len += bytes.len() as u64;
-        Ok(())
-    }
 }
 
 impl Fetcher<'_> {
@@ -196,17 +152,18 @@ impl Fetcher<'_> {
             }
         }
         progress.finish();
-        partial.file.sync_all().map_err(|e| io("cannot sync", e))?;
-        let digest = hex(&partial.hasher.finalize_reset());
+        let length = partial.len;
+        let (file, digest) = partial.digest();
+        file.sync_all().map_err(|e| io("cannot sync", e))?;
         let discard = || {
             let _ = fs::remove_file(&part_path);
             let _ = fs::remove_file(&meta_path);
         };
-        if let Some(size) = d.size.filter(|s| *s != partial.len) {
+        if let Some(size) = d.size.filter(|s| *s != length) {
             discard();
             return Err(Error::setup(format!(
-                "{}: {} gave {} bytes, the catalog says {size}; the download was discarded",
-                d.label, d.url, partial.len
+                "{}: {} gave {length} bytes, the catalog says {size}; the download was discarded",
+                d.label, d.url
             )));
         }
         if !digest.eq_ignore_ascii_case(d.sha256) {
@@ -275,15 +232,24 @@ impl Fetcher<'_> {
         partial: &mut Partial,
         progress: &Progress,
     ) -> std::result::Result<(), StreamError> {
-        let mut buf = vec![0u8; CHUNK];
         loop {
             if let Some(sig) = self.signals.pending() {
                 return Err(StreamError::Interrupted(sig));
             }
-            let n = match opened.body.read(&mut buf) {
+            // A fresh buffer per chunk: it moves on to the hashing thread.
+            let mut chunk = Vec::with_capacity(CHUNK);
+            let read = (&mut opened.body)
+                .take(CHUNK as u64)
+                .read_to_end(&mut chunk);
+            // Bytes read before an error are kept: they are part of the file.
+            if !chunk.is_empty() {
+                partial.append(chunk).map_err(StreamError::Io)?;
+                progress.set_position(partial.len, opened.total);
+            }
+            match read {
                 Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     return Err(StreamError::Network(format!(
                         "the transfer broke off at byte {}{}: {}",
@@ -292,9 +258,7 @@ impl Fetcher<'_> {
                         http::chain(&e)
                     )))
                 }
-            };
-            partial.append(&buf[..n]).map_err(StreamError::Io)?;
-            progress.set_position(partial.len, opened.total);
+            }
         }
         match opened.total {
             Some(total) if partial.len < total => Err(StreamError::Network(format!(

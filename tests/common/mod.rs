@@ -146,6 +146,17 @@ pub fn processes_mentioning(path: &Path) -> Vec<String> {
     found
 }
 
+/// Asserts a zero exit status, showing both streams when it is not.
+pub fn ok(out: &Output) {
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout:\n{}\nstderr:\n{}",
+        stdout(out),
+        stderr(out)
+    );
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
