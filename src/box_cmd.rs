@@ -18,7 +18,11 @@ pub fn run(command: &BoxCommand, ui: Ui) -> Result<u8> {
     let signals = SignalWatch::install()?;
     let refresh = match command {
         BoxCommand::Update { .. } | BoxCommand::Outdated => Refresh::Now,
-        _ => Refresh::WhenDue,
+        BoxCommand::List | BoxCommand::Fetch { .. } => Refresh::WhenDue,
+        // These work on the cache alone.
+        BoxCommand::Prune { .. } | BoxCommand::Remove { .. } | BoxCommand::Verify { .. } => {
+            Refresh::Never
+        }
     };
     let library = Library::open(ui, refresh, signals)?;
     match command {

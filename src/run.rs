@@ -87,11 +87,11 @@ pub fn build(opts: &BuildOptions, ui: Ui) -> Result<u8> {
     let library = Library::open(ui, refresh, signals.clone())?;
     let the_box = library.ready(box_ref, arch, !opts.no_update_check)?;
     ui.detail(&format!("box {} from {}", the_box.name, the_box.source));
-    let Protocol::BoxbuildAgent = the_box.entry.protocol;
+    let Protocol::BoxbuildAgent = the_box.settings.protocol;
     let memory_mib = match opts
         .box_memory
         .as_deref()
-        .or(the_box.entry.memory.as_deref())
+        .or(the_box.settings.memory.as_deref())
     {
         Some(text) => {
             size::parse_mib(text).map_err(|e| Error::setup(format!("--box-memory: {e}")))?
@@ -100,7 +100,7 @@ pub fn build(opts: &BuildOptions, ui: Ui) -> Result<u8> {
     };
     let cpus = opts
         .box_smp_cpus
-        .or(the_box.entry.cpus)
+        .or(the_box.settings.cpus)
         .unwrap_or(DEFAULT_CPUS);
 
     let console = the_box
@@ -359,7 +359,7 @@ impl<'a> Session<'a> {
             }
         };
         let mut argv: Vec<Vec<u8>> = the_box
-            .entry
+            .settings
             .builder
             .iter()
             .map(|w| placeholder(w))

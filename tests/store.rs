@@ -467,3 +467,50 @@ fn remote_catalogs_are_checked_once_per_interval() {
     );
     assert!(stdout(&out).contains("demo"));
 }
+
+#[test]
+fn an_interrupted_fetch_keeps_its_partial_copy_for_the_next_run() {
+    let f = Fixture::new();
+    let disk = f.file("disk").clone();
+    f.server.fault(
+        &disk.name,
+        Fault::Slow {
+            bytes_per_sec: 1 << 20,
+        },
+    );
+    let mut child = f.env.boxbuild();
+    child
+        .env("BOXBUILD_CONFIG", f.catalog_path())
+        .args(["box", "fetch", "demo"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let child = child.spawn().unwrap();
+    let staging = f.env.cache_dir().join("tmp/staging");
+    let part_len = || {
+        walk_files(&staging)
+            .iter()
+            .filter(|p| p.contains("disk") && p.ends_with(".part"))
+            .map(|p| fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+            .max()
+            .unwrap_or(0)
+    };
+    let start = std::time::Instant::now();
+    while part_len() < 512 << 10 {
+        assert!(start.elapsed().as_secs() < 30, "the download did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    let kept = part_len();
+    assert!(kept >= 512 << 10, "the partial copy is gone");
+    assert!(cache_listing(&f.env.cache_dir()).is_empty());
+
+    f.server.clear_faults();
+    ok(&f.boxbuild(&["box", "fetch", "demo"], &[]));
+    let requests = f.server.requests(&disk.name);
+    let resumed = requests.last().unwrap();
+    assert_eq!(resumed.status, 206);
+    assert_eq!(resumed.body_bytes, disk.size - kept);
+}

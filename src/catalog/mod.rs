@@ -32,16 +32,39 @@ pub struct BoxEntry {
     #[serde(default)]
     pub description: String,
     /// The builder's command inside the box; the user's arguments are appended.
-    pub builder: Vec<String>,
+    pub builder: Option<Vec<String>>,
     /// Default memory, e.g. "8G"; `--box-memory` overrides it.
     pub memory: Option<String>,
     /// Default vCPUs; `--box-smp-cpus` overrides it.
     pub cpus: Option<u32>,
-    /// How boxbuild talks to the box.
-    #[serde(default)]
-    pub protocol: Protocol,
+    /// How boxbuild talks to the box (default: boxbuild-agent).
+    pub protocol: Option<Protocol>,
     #[serde(default)]
     pub versions: Vec<VersionEntry>,
+}
+
+/// What a version runs with: its own settings, else its box's.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub builder: Vec<String>,
+    pub memory: Option<String>,
+    pub cpus: Option<u32>,
+    pub protocol: Protocol,
+}
+
+impl BoxEntry {
+    pub fn settings(&self, version: &VersionEntry) -> Settings {
+        Settings {
+            builder: version
+                .builder
+                .clone()
+                .or_else(|| self.builder.clone())
+                .unwrap_or_default(),
+            memory: version.memory.clone().or_else(|| self.memory.clone()),
+            cpus: version.cpus.or(self.cpus),
+            protocol: version.protocol.or(self.protocol).unwrap_or_default(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -64,6 +87,11 @@ pub struct VersionEntry {
     pub kernel: FileRef,
     pub initrd: Option<FileRef>,
     pub disk: Option<FileRef>,
+    /// Per-version overrides of the box's settings.
+    pub builder: Option<Vec<String>>,
+    pub memory: Option<String>,
+    pub cpus: Option<u32>,
+    pub protocol: Option<Protocol>,
 }
 
 impl VersionEntry {
@@ -171,6 +199,12 @@ impl Catalog {
                 ));
             }
             for v in &entry.versions {
+                if entry.settings(v).builder.is_empty() {
+                    return bad(format!(
+                        "box '{name}' {}: no builder command (set builder for the box or the version)",
+                        v.version
+                    ));
+                }
                 if !is_safe_name(&v.version) || !is_safe_name(&v.arch) {
                     return bad(format!(
                         "box '{name}': version '{}' / arch '{}' may hold only letters, digits and . _ + -",
@@ -471,6 +505,28 @@ kernel = { url = "https://example.org/k", sha256 = "0000000000000000000000000000
         .unwrap_err()
         .to_string();
         assert!(e.contains("needs its sha256"), "{e}");
+    }
+
+    #[test]
+    fn versions_override_their_box() {
+        let text = SAMPLE.replacen(
+            "version = \"1.9\"",
+            "version = \"1.9\"\nmemory = \"1G\"\nbuilder = [\"other\"]",
+            1,
+        );
+        let cat = Catalog::parse(&text, "c", Base::Builtin).unwrap();
+        let entry = &cat.file.boxes["demo"];
+        let old = entry.settings(&entry.versions[0]);
+        assert_eq!(
+            (old.builder[0].as_str(), old.memory.as_deref()),
+            ("other", Some("1G"))
+        );
+        let new = entry.settings(&entry.versions[1]);
+        assert_eq!((new.builder[0].as_str(), new.memory), ("b", None));
+        let e = Catalog::parse(&SAMPLE.replace("builder = [\"b\"]", ""), "c", Base::Builtin)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no builder command"), "{e}");
     }
 
     #[test]

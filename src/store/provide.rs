@@ -4,7 +4,7 @@
 
 use super::lock::{self, EntryLock, Mode};
 use super::{Cached, Key, Manifest, ManifestFile, Store, MANIFEST, MANIFEST_FORMAT};
-use crate::catalog::{BoxEntry, Found, Location, Role, VersionEntry};
+use crate::catalog::{Found, Location, Role, Settings, VersionEntry};
 use crate::error::{Context, Error, Result};
 use crate::fetch::{Download, Fetcher};
 use std::collections::BTreeMap;
@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 #[derive(Debug)]
 pub struct Ready {
     pub name: String,
-    pub entry: BoxEntry,
+    pub settings: Settings,
     pub version: VersionEntry,
     pub kernel: PathBuf,
     pub initrd: Option<PathBuf>,
@@ -150,7 +150,7 @@ pub fn provide(
     let key = Key::new(&found.name, &found.arch, &version.version);
     let ready = |paths: BTreeMap<Role, PathBuf>, lock, fetched| Ready {
         name: found.name.clone(),
-        entry: found.entry.clone(),
+        settings: found.entry.settings(version),
         version: version.clone(),
         kernel: paths[&Role::Kernel].clone(),
         initrd: paths.get(&Role::Initrd).cloned(),
