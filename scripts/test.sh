@@ -7,3 +7,5 @@ cd "$(dirname "$0")/.."
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -q -- -D warnings
 cargo test --workspace --locked "$@"
+# The spine once more over virtiofs (tests/sharing.rs covers every backend itself).
+BOXBUILD_TEST_SHARING=--virtiofs-sharing cargo test --locked --test spine "$@"

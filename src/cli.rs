@@ -193,14 +193,9 @@ impl BuildOptions {
     /// run that asks for one stops with a clear message instead of ignoring it.
     pub fn unsupported(&self) -> Option<&'static str> {
         let host_is_x86_64 = cfg!(target_arch = "x86_64");
-        let checks: [(bool, &'static str); 9] = [
+        let checks: [(bool, &'static str); 7] = [
             (self.no_snapshot, "--no-snapshot"),
-            (
-                self.virtiofs_sharing,
-                "--virtiofs-sharing (use --9p-sharing)",
-            ),
             (self.sshfs_sharing, "--sshfs-sharing (use --9p-sharing)"),
-            (self.shared_path.is_some(), "--shared-path"),
             (self.aarch64 && host_is_x86_64, "--aarch64"),
             (self.x86_64 && !host_is_x86_64, "--x86_64"),
             (self.kiwi_version.is_some(), "--kiwi-version"),
@@ -258,12 +253,8 @@ mod tests {
 
     #[test]
     fn later_options_are_refused_by_name() {
-        let cli = Cli::try_parse_from(["boxbuild", "--box", "x", "--virtiofs-sharing"]).unwrap();
-        assert!(cli
-            .build
-            .unsupported()
-            .unwrap()
-            .contains("--virtiofs-sharing"));
+        let cli = Cli::try_parse_from(["boxbuild", "--box", "x", "--sshfs-sharing"]).unwrap();
+        assert!(cli.build.unsupported().unwrap().contains("--sshfs-sharing"));
         let cli = Cli::try_parse_from(["boxbuild", "--box", "x", "--9p-sharing"]).unwrap();
         assert_eq!(cli.build.unsupported(), None);
     }

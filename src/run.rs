@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::library::Library;
 use crate::output::{self, BuildOutput};
 use crate::rundir::{self, RunDir};
-use crate::share::{NineP, ShareBackend, SharedDir};
+use crate::share::{self, Backend, ShareBackend, SharedDir};
 use crate::signals::SignalWatch;
 use crate::size;
 use crate::store::Ready as ResolvedBox;
@@ -79,6 +79,25 @@ pub fn build(opts: &BuildOptions, ui: Ui) -> Result<u8> {
     })?;
     // Checked before anything is fetched: a typo costs nothing.
     let args = builder_args::resolve(&opts.builder_args)?;
+    let mut shared_dirs = vec![
+        SharedDir {
+            tag: "description".into(),
+            host: args.description.clone(),
+            guest: GUEST_DESCRIPTION.into(),
+            readonly: true,
+        },
+        SharedDir {
+            tag: "target".into(),
+            host: args.target.clone(),
+            guest: GUEST_TARGET.into(),
+            readonly: false,
+        },
+    ];
+    if let Some(path) = &opts.shared_path {
+        let extra = share::extra_dir(path, &[GUEST_DESCRIPTION, GUEST_TARGET])?;
+        ui.detail(&format!("sharing {} read-write", extra.host.display()));
+        shared_dirs.push(extra);
+    }
     let refresh = if opts.no_update_check {
         Refresh::Never
     } else {
@@ -121,22 +140,12 @@ pub fn build(opts: &BuildOptions, ui: Ui) -> Result<u8> {
     }
     let run_dir = RunDir::create()?;
     ui.detail(&format!("run dir {}", run_dir.root().display()));
-    let share = NineP {
-        dirs: vec![
-            SharedDir {
-                tag: "description".into(),
-                host: args.description.clone(),
-                guest: GUEST_DESCRIPTION.into(),
-                readonly: true,
-            },
-            SharedDir {
-                tag: "target".into(),
-                host: args.target.clone(),
-                guest: GUEST_TARGET.into(),
-                readonly: false,
-            },
-        ],
+    let choice = if opts.virtiofs_sharing {
+        Backend::Virtiofs
+    } else {
+        Backend::NineP
     };
+    let mut share = share::backend(shared_dirs, choice)?;
     ui.info(&format!(
         "box {} {} ({arch}, {}), {memory_mib} MiB, {cpus} CPU(s), sharing over {}",
         the_box.name,
@@ -150,9 +159,11 @@ pub fn build(opts: &BuildOptions, ui: Ui) -> Result<u8> {
         memory_mib,
         cpus,
     };
-    let mut session = Session::start(opts, ui, &run_dir, &the_box, &machine, &share, &signals)?;
+    share.prepare(&run_dir)?;
+    let share = share.as_ref();
+    let mut session = Session::start(opts, ui, &run_dir, &the_box, &machine, share, &signals)?;
     session.invoked = invoked;
-    session.drive(opts, ui, &the_box, &args, &share, &signals)
+    session.drive(opts, ui, &the_box, &args, share, &signals)
 }
 
 struct Machine {
@@ -274,7 +285,7 @@ impl<'a> Session<'a> {
             console_log: run_dir.path("console.log"),
             agent_socket,
             qmp_socket,
-            share_args: share.qemu_args(machine.profile),
+            share_args: share.qemu_args(machine.profile, machine.memory_mib),
         };
         let args = spec.args();
         if ui.verbose > 0 {

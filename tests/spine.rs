@@ -382,7 +382,7 @@ fn bad_input_gets_one_clear_line_and_code_125() {
             vec![
                 "--box",
                 "tiny",
-                "--virtiofs-sharing",
+                "--sshfs-sharing",
                 "--",
                 "--description",
                 "desc",
@@ -418,6 +418,21 @@ fn runs_as_an_unprivileged_user() {
             .status()
             .unwrap();
         assert!(made.success(), "useradd failed");
+    }
+    // virtiofs runs its daemon as root of a user namespace: the user needs subordinate ids.
+    let subuids = fs::read_to_string("/etc/subuid").unwrap_or_default();
+    if !subuids.lines().any(|l| l.starts_with(&format!("{user}:"))) {
+        let added = Command::new("usermod")
+            .args([
+                "--add-subuids",
+                "200000-265535",
+                "--add-subgids",
+                "200000-265535",
+                user,
+            ])
+            .status()
+            .unwrap();
+        assert!(added.success(), "usermod --add-subuids failed");
     }
     let uid: u32 = String::from_utf8(
         Command::new("id")
@@ -459,38 +474,54 @@ fn runs_as_an_unprivileged_user() {
         .arg(root.join("home"))
         .status()
         .unwrap();
-    let out = Command::new("runuser")
-        .args(["-u", user, "--", "env"])
-        .arg(format!("HOME={}", root.join("home").display()))
-        .arg(format!("TMPDIR={}", root.join("tmp").display()))
-        .arg(format!(
-            "BOXBUILD_CONFIG={}",
-            boxdir.join("catalog.toml").display()
-        ))
-        .arg(&exe)
-        .args(["--no-accel", "--box", "tiny", "--", "--description"])
-        .arg(&env.desc)
-        .arg("--target-dir")
-        .arg(root.join("tmp/out"))
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let artifact = root.join("tmp/out/artifact");
-    assert_eq!(fs::read_to_string(&artifact).unwrap(), "built\n");
-    assert_eq!(
-        fs::metadata(&artifact).unwrap().uid(),
-        uid,
-        "artifact owned by the user"
-    );
-    assert_eq!(
-        fs::metadata(root.join("tmp/out/result.log")).unwrap().uid(),
-        uid
-    );
-    // The builder itself ran as root inside the box.
-    assert_eq!(
-        fs::read_to_string(root.join("tmp/out/uid-in-box")).unwrap(),
-        "0\n"
-    );
+    for backend in ["--9p-sharing", "--virtiofs-sharing"] {
+        let out_dir = root.join("tmp/out");
+        let _ = fs::remove_dir_all(&out_dir);
+        let out = Command::new("runuser")
+            .args(["-u", user, "--", "env"])
+            .arg(format!("HOME={}", root.join("home").display()))
+            .arg(format!("TMPDIR={}", root.join("tmp").display()))
+            .arg(format!(
+                "BOXBUILD_CONFIG={}",
+                boxdir.join("catalog.toml").display()
+            ))
+            .arg(&exe)
+            .args([
+                "--no-accel",
+                backend,
+                "--box",
+                "tiny",
+                "--",
+                "--description",
+            ])
+            .arg(&env.desc)
+            .arg("--target-dir")
+            .arg(&out_dir)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{backend}: {}", stderr(&out));
+        let artifact = out_dir.join("artifact");
+        assert_eq!(fs::read_to_string(&artifact).unwrap(), "built\n");
+        for file in [artifact, out_dir.join("result.log")] {
+            assert_eq!(
+                fs::metadata(&file).unwrap().uid(),
+                uid,
+                "{backend}: {} owned by the user",
+                file.display()
+            );
+        }
+        // The builder itself ran as root inside the box.
+        assert_eq!(
+            fs::read_to_string(out_dir.join("uid-in-box")).unwrap(),
+            "0\n",
+            "{backend}"
+        );
+        assert!(
+            env.leftover_processes().is_empty(),
+            "{backend}: {:?}",
+            env.leftover_processes()
+        );
+    }
 }
 
 #[test]

@@ -89,8 +89,12 @@ impl Env {
     /// `boxbuild --no-accel --box tiny -- --description D --target-dir O <args>`.
     pub fn build_command(&self, extra: &[&str], args: &[&str]) -> Command {
         let mut c = self.boxbuild();
-        c.args(["--no-accel", "--box", "tiny"])
-            .args(extra)
+        c.args(["--no-accel", "--box", "tiny"]);
+        // scripts/test.sh runs the spine once more per backend.
+        if let Ok(flag) = std::env::var("BOXBUILD_TEST_SHARING") {
+            c.arg(flag);
+        }
+        c.args(extra)
             .arg("--")
             .arg("--description")
             .arg(&self.desc)

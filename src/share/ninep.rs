@@ -1,28 +1,11 @@
-//! Host directories made visible in the box. Each backend knows its QEMU arguments and the
-//! mounts the agent performs; the run decides which directories are shared.
+//! virtio-9p: QEMU itself serves the directories; no helper process.
 
+use super::{ShareBackend, SharedDir};
 use crate::vm::arch::ArchProfile;
 use crate::vm::qemu::with_path;
 use guest_agent::protocol::Mount;
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
-use std::path::PathBuf;
-
-/// One directory shared with the box.
-#[derive(Debug, Clone)]
-pub struct SharedDir {
-    /// Short name, used as the 9p mount tag and QEMU device id.
-    pub tag: String,
-    pub host: PathBuf,
-    pub guest: PathBuf,
-    pub readonly: bool,
-}
-
-pub trait ShareBackend {
-    fn name(&self) -> &'static str;
-    fn qemu_args(&self, profile: &ArchProfile) -> Vec<OsString>;
-    fn mounts(&self) -> Vec<Mount>;
-}
 
 /// virtio-9p with QEMU's `local` driver in `security_model=none`: QEMU runs as the user,
 /// so files the guest creates belong to the user on the host, with the modes the guest
@@ -41,7 +24,7 @@ impl ShareBackend for NineP {
         "9p"
     }
 
-    fn qemu_args(&self, profile: &ArchProfile) -> Vec<OsString> {
+    fn qemu_args(&self, profile: &ArchProfile, _memory_mib: u64) -> Vec<OsString> {
         let mut args = Vec::new();
         for (i, dir) in self.dirs.iter().enumerate() {
             let mut fsdev = with_path(&format!("local,id=fs{i},path="), dir.host.as_os_str());
@@ -83,31 +66,5 @@ impl ShareBackend for NineP {
                 }
             })
             .collect()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::vm::arch::profile;
-
-    #[test]
-    fn readonly_reaches_qemu_and_the_guest() {
-        let share = NineP {
-            dirs: vec![SharedDir {
-                tag: "description".into(),
-                host: "/h/d".into(),
-                guest: "/description".into(),
-                readonly: true,
-            }],
-        };
-        let args: Vec<String> = share
-            .qemu_args(profile("x86_64").unwrap())
-            .iter()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect();
-        assert!(args[1].ends_with("readonly=on"), "{args:?}");
-        assert_eq!(args[3], "virtio-9p-pci,fsdev=fs0,mount_tag=description");
-        assert!(share.mounts()[0].readonly);
     }
 }
