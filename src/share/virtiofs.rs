@@ -45,7 +45,7 @@ fn find_daemon() -> Result<PathBuf> {
     if let Some(path) = std::env::var_os("BOXBUILD_VIRTIOFSD") {
         return Ok(PathBuf::from(path));
     }
-    let on_path = std::env::var_os("PATH")
+    let on_path: Vec<PathBuf> = std::env::var_os("PATH")
         .map(|p| {
             std::env::split_paths(&p)
                 .map(|d| d.join("virtiofsd"))
