@@ -7,7 +7,8 @@
 # - start-up: from invoking boxbuild to the builder starting in the guest (boxbuild -v);
 # - no-op build: wall time of a whole build whose builder does nothing;
 # - peak memory (VmHWM) of the boxbuild process and of QEMU during a no-op build;
-# - the box cache (scripts/bench-cache.sh): cache hit vs re-hash, download throughput.
+# - the box cache (scripts/bench-cache.sh): cache hit vs re-hash, download throughput;
+# - sharing (scripts/bench-sharing.sh): large-file and small-file speed per backend.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-7}
@@ -67,6 +68,7 @@ cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
 qemu_version=$(qemu-system-$(uname -m) --version | head -n1)
 box_size=$(du -sh "$boxdir" | cut -f1)
 cache_section=$(scripts/bench-cache.sh 2048 "$(( runs < 3 ? runs : 3 ))")
+sharing_section=$(scripts/bench-sharing.sh)
 cat >docs/benchmarks.md <<MD
 # Benchmarks
 
@@ -89,5 +91,7 @@ emulated kernel boot, which varies with the host's load (2.9 to 4.9 s on this ma
 one day).
 
 $cache_section
+
+$sharing_section
 MD
 cat docs/benchmarks.md

@@ -27,8 +27,8 @@ const SOCKET_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Flavour {
-    /// virtiofsd from the virtiofsd project (`--shared-dir`, `--readonly`).
-    Rust,
+    /// virtiofsd from the virtiofsd project (`--shared-dir`); newer ones have `--readonly`.
+    Rust { readonly: bool },
     /// The older daemon in QEMU's tree (`-o source=`).
     C,
 }
@@ -71,7 +71,9 @@ fn flavour_of(daemon: &Path) -> Result<Flavour> {
     let help = [out.stdout, out.stderr].concat();
     let help = String::from_utf8_lossy(&help);
     Ok(if help.contains("--shared-dir") {
-        Flavour::Rust
+        Flavour::Rust {
+            readonly: help.contains("--readonly"),
+        }
     } else {
         Flavour::C
     })
@@ -98,13 +100,13 @@ impl Virtiofs {
     fn daemon_args(&self, dir: &SharedDir, socket: &Path) -> Vec<OsString> {
         let mut args: Vec<OsString> = Vec::new();
         match self.flavour {
-            Flavour::Rust => {
+            Flavour::Rust { readonly } => {
                 args.push("--socket-path".into());
                 args.push(socket.into());
                 args.push("--shared-dir".into());
                 args.push(dir.host.clone().into());
                 args.extend(["--cache", "auto", "--sandbox", "namespace"].map(OsString::from));
-                if dir.readonly {
+                if dir.readonly && readonly {
                     args.push("--readonly".into());
                 }
             }
@@ -250,4 +252,55 @@ fn wait_for_socket(socket: &Path, helper: &mut Child, log: &Path) -> Result<()> 
         std::thread::sleep(Duration::from_millis(10));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(flavour: Flavour) -> Virtiofs {
+        Virtiofs {
+            dirs: vec![SharedDir {
+                tag: "description".into(),
+                host: "/h/d,x".into(),
+                guest: "/description".into(),
+                readonly: true,
+            }],
+            daemon: "/usr/lib/qemu/virtiofsd".into(),
+            flavour,
+            sockets: vec!["/run/r/vfs-description.sock".into()],
+            helpers: Vec::new(),
+        }
+    }
+
+    fn strings(args: Vec<OsString>) -> Vec<String> {
+        args.iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn each_daemon_gets_its_own_dialect() {
+        let socket = Path::new("/run/r/s.sock");
+        let c = with(Flavour::C);
+        let args = strings(c.daemon_args(&c.dirs[0], socket));
+        assert_eq!(args[0], "--socket-path=/run/r/s.sock");
+        assert!(args.contains(&"source=/h/d,x".to_string()), "{args:?}");
+        let rust = with(Flavour::Rust { readonly: true });
+        let args = strings(rust.daemon_args(&rust.dirs[0], socket));
+        assert!(args.windows(2).any(|w| w == ["--shared-dir", "/h/d,x"]));
+        assert!(args.contains(&"--readonly".to_string()));
+        let old = with(Flavour::Rust { readonly: false });
+        assert!(!strings(old.daemon_args(&old.dirs[0], socket)).contains(&"--readonly".into()));
+    }
+
+    #[test]
+    fn qemu_gets_shared_memory_and_one_device_per_directory() {
+        let v = with(Flavour::C);
+        let args = strings(v.qemu_args(crate::vm::arch::profile("x86_64").unwrap(), 512));
+        assert_eq!(args[1], "memory-backend-memfd,id=mem,size=512M,share=on");
+        assert_eq!(args[5], "socket,id=vfs0,path=/run/r/vfs-description.sock");
+        assert_eq!(args[7], "vhost-user-fs-pci,chardev=vfs0,tag=description");
+        assert!(v.mounts()[0].readonly);
+    }
 }
