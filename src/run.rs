@@ -98,6 +98,13 @@ pub fn build(opts: &BuildOptions, ui: Ui) -> Result<u8> {
         ui.detail(&format!("sharing {} read-write", extra.host.display()));
         shared_dirs.push(extra);
     }
+    // A missing virtiofsd is reported before any box is fetched.
+    let choice = if opts.virtiofs_sharing {
+        Backend::Virtiofs
+    } else {
+        Backend::NineP
+    };
+    let mut share_backend = share::backend(shared_dirs, choice)?;
     let refresh = if opts.no_update_check {
         Refresh::Never
     } else {
@@ -140,18 +147,12 @@ pub fn build(opts: &BuildOptions, ui: Ui) -> Result<u8> {
     }
     let run_dir = RunDir::create()?;
     ui.detail(&format!("run dir {}", run_dir.root().display()));
-    let choice = if opts.virtiofs_sharing {
-        Backend::Virtiofs
-    } else {
-        Backend::NineP
-    };
-    let mut share = share::backend(shared_dirs, choice)?;
     ui.info(&format!(
         "box {} {} ({arch}, {}), {memory_mib} MiB, {cpus} CPU(s), sharing over {}",
         the_box.name,
         the_box.version.version,
         accel.name(),
-        share.name()
+        share_backend.name()
     ));
     let machine = Machine {
         profile,
@@ -159,8 +160,9 @@ pub fn build(opts: &BuildOptions, ui: Ui) -> Result<u8> {
         memory_mib,
         cpus,
     };
-    share.prepare(&run_dir)?;
-    let share = share.as_ref();
+    // Declared after the run dir: dropped (stopped) before it is removed.
+    let _helpers = share_backend.prepare(&run_dir)?;
+    let share = share_backend.as_ref();
     let mut session = Session::start(opts, ui, &run_dir, &the_box, &machine, share, &signals)?;
     session.invoked = invoked;
     session.drive(opts, ui, &the_box, &args, share, &signals)

@@ -10,9 +10,12 @@ pub use virtiofs::Virtiofs;
 use crate::error::{Error, Result};
 use crate::rundir::RunDir;
 use crate::vm::arch::ArchProfile;
+use crate::vm::process;
 use guest_agent::protocol::Mount;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::time::Duration;
 
 /// One directory shared with the box.
 #[derive(Debug, Clone)]
@@ -69,12 +72,32 @@ pub fn extra_dir(path: &Path, taken: &[&str]) -> Result<SharedDir> {
 pub trait ShareBackend {
     fn name(&self) -> &'static str;
     /// Starts what the backend needs on the host before QEMU starts (e.g. virtiofsd).
-    fn prepare(&mut self, _run_dir: &RunDir) -> Result<()> {
-        Ok(())
+    fn prepare(&mut self, _run_dir: &RunDir) -> Result<Helpers> {
+        Ok(Helpers::default())
     }
     fn qemu_args(&self, profile: &ArchProfile, memory_mib: u64) -> Vec<OsString>;
     /// What the agent mounts in the guest.
     fn mounts(&self) -> Vec<Mount>;
+}
+
+/// Host processes a backend runs for one build; stopped when dropped. They end by
+/// themselves when QEMU closes their sockets; this makes sure of it on every path.
+#[derive(Default)]
+pub struct Helpers(Vec<Child>);
+
+impl Helpers {
+    pub fn push(&mut self, child: Child) -> &mut Child {
+        self.0.push(child);
+        self.0.last_mut().expect("just pushed")
+    }
+}
+
+impl Drop for Helpers {
+    fn drop(&mut self) {
+        for helper in &mut self.0 {
+            process::stop(helper, Duration::from_millis(500));
+        }
+    }
 }
 
 /// The sharing backends a user can choose.

@@ -4,7 +4,7 @@
 //! normal user's runs them as root of a user namespace (`unshare`, subordinate ids), so
 //! the files the box writes belong to that user on the host.
 
-use super::{ShareBackend, SharedDir};
+use super::{Helpers, ShareBackend, SharedDir};
 use crate::error::{Error, Result};
 use crate::rundir::RunDir;
 use crate::vm::arch::ArchProfile;
@@ -38,7 +38,6 @@ pub struct Virtiofs {
     daemon: PathBuf,
     flavour: Flavour,
     sockets: Vec<PathBuf>,
-    helpers: Vec<Child>,
 }
 
 fn find_daemon() -> Result<PathBuf> {
@@ -93,7 +92,6 @@ impl Virtiofs {
             daemon,
             flavour,
             sockets: Vec::new(),
-            helpers: Vec::new(),
         })
     }
 
@@ -157,18 +155,17 @@ impl ShareBackend for Virtiofs {
         "virtiofs"
     }
 
-    fn prepare(&mut self, run_dir: &RunDir) -> Result<()> {
+    fn prepare(&mut self, run_dir: &RunDir) -> Result<Helpers> {
+        let mut helpers = Helpers::default();
         for dir in self.dirs.clone() {
             let socket = run_dir.path(&format!("vfs-{}.sock", dir.tag));
             let log = run_dir.path(&format!("virtiofsd-{}.log", dir.tag));
             let (binary, args) = self.command(&dir, &socket);
-            let child = process::spawn(&binary, "util-linux", &args, &log)?;
-            self.helpers.push(child);
-            let helper = self.helpers.last_mut().expect("just pushed");
+            let helper = helpers.push(process::spawn(&binary, "util-linux", &args, &log)?);
             wait_for_socket(&socket, helper, &log)?;
             self.sockets.push(socket);
         }
-        Ok(())
+        Ok(helpers)
     }
 
     fn qemu_args(&self, profile: &ArchProfile, memory_mib: u64) -> Vec<OsString> {
@@ -209,15 +206,6 @@ impl ShareBackend for Virtiofs {
                 readonly: dir.readonly,
             })
             .collect()
-    }
-}
-
-impl Drop for Virtiofs {
-    fn drop(&mut self) {
-        // The daemons end when QEMU closes their sockets; make sure of it.
-        for helper in &mut self.helpers {
-            process::stop(helper, Duration::from_millis(500));
-        }
     }
 }
 
@@ -269,7 +257,6 @@ mod tests {
             daemon: "/usr/lib/qemu/virtiofsd".into(),
             flavour,
             sockets: vec!["/run/r/vfs-description.sock".into()],
-            helpers: Vec::new(),
         }
     }
 
