@@ -23,13 +23,13 @@ export BOXBUILD_CONFIG=$boxdir/catalog.toml
 
 median() { sort -n | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else printf "%.3f\n", (a[NR/2]+a[NR/2+1])/2}'; }
 
-bench_accel() {
-  local accel_flag=$1 startup=() total=()
+bench_accel() { # FLAGS...: median start-up and total time of a no-op build
+  local startup=() total=()
   for i in $(seq "$runs"); do
     rm -rf "$work/out"
     local t0 t1 log
     t0=$(date +%s.%N)
-    log=$("$bin" -v $accel_flag --box tiny -- \
+    log=$("$bin" -v "$@" --box tiny -- \
       --description "$work/desc" --target-dir "$work/out" 2>&1)
     t1=$(date +%s.%N)
     startup+=("$(echo "$log" | sed -n 's/.*builder started \([0-9.]*\)s after.*/\1/p')")
@@ -61,6 +61,12 @@ command -v bc >/dev/null || { echo "bench.sh needs bc (apt-get install bc)" >&2;
 
 echo ">> tiny box, TCG, $runs runs" >&2
 mapfile -t tcg < <(bench_accel --no-accel)
+# The other architecture's tiny box, emulated (aarch64 on x86_64 and the way back).
+case "$(uname -m)" in aarch64) foreign=x86_64 ;; *) foreign=aarch64 ;; esac
+foreign_dir=$PWD/target/test-boxes/tiny-$foreign
+[ -f "$foreign_dir/catalog.toml" ] || boxes/tiny/build.sh "$foreign_dir" --arch "$foreign" >&2
+echo ">> tiny $foreign box, TCG, $runs runs" >&2
+mapfile -t cross < <(BOXBUILD_CONFIG=$foreign_dir/catalog.toml bench_accel --no-accel --arch "$foreign")
 read -r host_peak qemu_peak < <(peak_rss)
 accel_line=$("$bin" --box tiny -- --description "$work/desc" --target-dir "$work/out" 2>&1 | grep -m1 "using TCG\|kvm)" || true)
 
@@ -78,12 +84,12 @@ Accelerator on this machine: ${accel_line:-n/a}
 
 ## Spine: tiny box ($box_size), median of $runs runs
 
-| figure | TCG |
-|---|---|
-| boxbuild invoked -> builder started in the guest | ${tcg[0]} s |
-| no-op build, total wall time | ${tcg[1]} s |
-| peak RSS of boxbuild | ${host_peak} KiB |
-| peak RSS of QEMU (256 MiB guest) | ${qemu_peak} KiB |
+| figure | $(uname -m) box, TCG | $foreign box, TCG |
+|---|---|---|
+| boxbuild invoked -> builder started in the guest | ${tcg[0]} s | ${cross[0]} s |
+| no-op build, total wall time | ${tcg[1]} s | ${cross[1]} s |
+| peak RSS of boxbuild | ${host_peak} KiB | |
+| peak RSS of QEMU (256 MiB guest) | ${qemu_peak} KiB | |
 
 The start-up figure covers catalog lookup, argument checks, the overlay, QEMU start, the
 guest kernel's boot, the initrd, and the agent's greeting and mounts. Most of it is the

@@ -22,15 +22,24 @@ sudo=""
 [ "$(id -u)" = 0 ] || sudo=sudo
 
 arch=$(uname -m)
+# The other architecture: its QEMU, and what cross-builds the guest agent for its boxes
+# (Debian's rustc with that architecture's libstd, the cross linker; see docs/guest-agent.md).
 case "$arch" in
-  x86_64) qemu_pkg=qemu-system-x86 ;;
-  aarch64) qemu_pkg=qemu-system-arm ;;
+  x86_64) qemu_pkg=qemu-system-x86 foreign=aarch64 foreign_deb=arm64 foreign_qemu=qemu-system-arm ;;
+  aarch64) qemu_pkg=qemu-system-arm foreign=x86_64 foreign_deb=amd64 foreign_qemu=qemu-system-x86 ;;
   *) echo "unsupported host architecture $arch" >&2; exit 1 ;;
 esac
+if ! dpkg --print-foreign-architectures | grep -qx "$foreign_deb"; then
+  echo ">> adding the $foreign_deb package architecture (for cross-architecture boxes)"
+  $sudo dpkg --add-architecture "$foreign_deb"
+  $sudo apt-get update -q
+fi
+cross_gcc=gcc-${foreign//_/-}-linux-gnu
 # One package per apt-get call: a backported qemu-utils can conflict with the distribution's
 # QEMU, and apt then resolves each step on its own. qemu-system comes before qemu-utils.
 packages=("$qemu_pkg" qemu-utils qemu-system-common sshfs uidmap cpio e2fsprogs xz-utils
-  gzip kmod ca-certificates curl gcc libc6-dev bc)
+  gzip kmod ca-certificates curl gcc libc6-dev bc
+  "$foreign_qemu" rustc "libstd-rust-dev:$foreign_deb" "$cross_gcc" "libc6-dev-$foreign_deb-cross")
 missing=()
 for p in "${packages[@]}"; do
   status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
@@ -76,11 +85,17 @@ echo ">> installed $prefix/bin/boxbuild"
 
 data=${XDG_DATA_HOME:-$HOME/.local/share}/boxbuild
 config=${XDG_CONFIG_HOME:-$HOME/.config}/boxbuild
-echo ">> building the tiny box"
+echo ">> building the tiny box ($arch, and $foreign for cross-architecture builds)"
 "$here/boxes/tiny/build.sh" "$data/boxes/tiny-$arch"
+"$here/boxes/tiny/build.sh" "$data/boxes/tiny-$foreign" --arch "$foreign"
 mkdir -p "$config/catalog.d"
-cp "$data/boxes/tiny-$arch/catalog.toml" "$config/catalog.d/tiny-$arch.toml"
-echo ">> registered box 'tiny' in $config/catalog.d/tiny-$arch.toml"
+# One catalog entry with both architectures' versions (the first catalog naming a box wins).
+rm -f "$config/catalog.d/tiny-$arch.toml"
+{
+  cat "$data/boxes/tiny-$arch/catalog.toml"
+  sed -n '/^\[\[boxes.tiny.versions\]\]/,$p' "$data/boxes/tiny-$foreign/catalog.toml"
+} >"$config/catalog.d/tiny.toml"
+echo ">> registered box 'tiny' ($arch, $foreign) in $config/catalog.d/tiny.toml"
 
 if [ "$first_build" = 1 ]; then
   out=$(mktemp -d)/out

@@ -49,11 +49,13 @@ const TICK: Duration = Duration::from_millis(20);
 const CONSOLE_TAIL_LINES: usize = 15;
 
 /// The architecture of the box to run: the host's unless asked otherwise.
-fn box_arch(opts: &BuildOptions) -> &'static str {
+fn box_arch(opts: &BuildOptions) -> &str {
     if opts.aarch64 {
         "aarch64"
     } else if opts.x86_64 {
         "x86_64"
+    } else if let Some(arch) = &opts.arch {
+        arch
     } else {
         std::env::consts::ARCH
     }

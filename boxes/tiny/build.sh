@@ -29,13 +29,9 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
 if [ -z "$agent_dir" ]; then
-  [ "$arch" = "$(uname -m)" ] || die "--agent-dir is needed for a foreign architecture ($arch)"
   note "building the guest agent"
-  # Own target dir: static linking flags would otherwise invalidate the host's release build.
-  (cd "$here/../.." && cargo build -q --release -p guest-agent --target-dir target/agent-static \
-    --config 'target.x86_64-unknown-linux-gnu.rustflags=["-C","target-feature=+crt-static"]' \
-    --config 'target.aarch64-unknown-linux-gnu.rustflags=["-C","target-feature=+crt-static"]')
-  agent_dir="$here/../../target/agent-static/release"
+  agent_dir=$work/agent
+  "$here/../lib/build-agent.sh" "$arch" "$agent_dir"
 fi
 for bin in boxbuild-agent box-test-builder; do
   [ -x "$agent_dir/$bin" ] || die "$agent_dir/$bin is missing"

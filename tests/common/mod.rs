@@ -20,26 +20,44 @@ pub fn repo_root() -> PathBuf {
 /// into target/test-boxes on first use (serialised across test processes by a lock).
 pub fn tiny_box_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        if let Some(dir) = std::env::var_os("BOXBUILD_TEST_BOX_DIR") {
-            return PathBuf::from(dir);
-        }
-        let dir = repo_root()
-            .join("target/test-boxes")
-            .join(format!("tiny-{}", std::env::consts::ARCH));
-        fs::create_dir_all(dir.parent().unwrap()).unwrap();
-        let lock = fs::File::create(dir.with_extension("lock")).unwrap();
-        // SAFETY: flock on an open file descriptor.
-        assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
-        if !dir.join("catalog.toml").exists() {
-            let status = Command::new(repo_root().join("boxes/tiny/build.sh"))
-                .arg(&dir)
-                .status()
-                .expect("run boxes/tiny/build.sh");
-            assert!(status.success(), "building the tiny box failed");
-        }
-        dir
+    DIR.get_or_init(|| match std::env::var_os("BOXBUILD_TEST_BOX_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => build_tiny_box(std::env::consts::ARCH),
     })
+}
+
+/// The tiny box of another architecture (its agent cross-built by boxes/lib/build-agent.sh).
+pub fn foreign_tiny_box_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| build_tiny_box(foreign_arch()))
+}
+
+/// The architecture that is not this host's: aarch64 on x86_64 and the way back.
+pub fn foreign_arch() -> &'static str {
+    if std::env::consts::ARCH == "aarch64" {
+        "x86_64"
+    } else {
+        "aarch64"
+    }
+}
+
+fn build_tiny_box(arch: &str) -> PathBuf {
+    let dir = repo_root()
+        .join("target/test-boxes")
+        .join(format!("tiny-{arch}"));
+    fs::create_dir_all(dir.parent().unwrap()).unwrap();
+    let lock = fs::File::create(dir.with_extension("lock")).unwrap();
+    // SAFETY: flock on an open file descriptor.
+    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+    if !dir.join("catalog.toml").exists() {
+        let status = Command::new(repo_root().join("boxes/tiny/build.sh"))
+            .arg(&dir)
+            .args(["--arch", arch])
+            .status()
+            .expect("run boxes/tiny/build.sh");
+        assert!(status.success(), "building the tiny {arch} box failed");
+    }
+    dir
 }
 
 pub struct Env {
