@@ -5,7 +5,7 @@
 #   scripts/bench-sharing.sh [SIZE_MIB] [FILES]
 #
 # In one run on one machine, the same operations on: the host disk (native), the box's own
-# disk (the emulated CPU's baseline), the target dir shared over 9p and over virtiofs:
+# disk (the emulated CPU's baseline), the target dir shared over 9p, virtiofs and sshfs:
 # write SIZE_MIB (default 256) MiB and read it back (guest caches dropped), create FILES
 # (default 2000) small files and list them.
 set -euo pipefail
@@ -50,7 +50,7 @@ sh "$work/measure.sh" "$work/host" "$size_mib" "$files" date >"$work/host.txt"
 echo ">> box disk" >&2
 echo "sh /description/measure.sh /root $size_mib $files uptime > box.txt" >"$work/desc/script.sh"
 "$bin" -q --no-accel --box tiny --box-memory 512M -- --description "$work/desc" --target-dir "$work/out-box"
-for backend in 9p virtiofs; do
+for backend in 9p virtiofs sshfs; do
   echo ">> $backend" >&2
   echo "sh /description/measure.sh /target $size_mib $files uptime > /root/r.txt; cp /root/r.txt $backend.txt" >"$work/desc/script.sh"
   "$bin" -q --no-accel "--$backend-sharing" --box tiny --box-memory 512M -- \
@@ -69,4 +69,5 @@ $(row "host disk (native)" "$work/host.txt")
 $(row "box's own disk (TCG)" "$work/out-box/box.txt")
 $(row "target dir over 9p" "$work/out-9p/9p.txt")
 $(row "target dir over virtiofs" "$work/out-virtiofs/virtiofs.txt")
+$(row "target dir over sshfs" "$work/out-sshfs/sshfs.txt")
 MD

@@ -7,5 +7,7 @@ cd "$(dirname "$0")/.."
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -q -- -D warnings
 cargo test --workspace --locked "$@"
-# The spine once more over virtiofs (tests/sharing.rs covers every backend itself).
-BOXBUILD_TEST_SHARING=--virtiofs-sharing cargo test --locked --test spine "$@"
+# The spine once more over each other backend (tests/sharing.rs covers all of them itself).
+for backend in virtiofs sshfs; do
+  BOXBUILD_TEST_SHARING=--$backend-sharing cargo test --locked --test spine "$@"
+done

@@ -103,6 +103,8 @@ pub fn build(opts: &BuildOptions, ui: Ui) -> Result<u8> {
     // A missing virtiofsd is reported before any box is fetched.
     let choice = if opts.virtiofs_sharing {
         Backend::Virtiofs
+    } else if opts.sshfs_sharing {
+        Backend::Sshfs
     } else {
         Backend::NineP
     };

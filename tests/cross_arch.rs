@@ -22,6 +22,7 @@ fn a_foreign_box_runs_its_own_architecture_over_each_backend() {
     for (flags, backend) in [
         (vec![arch_flag.as_str()], "9p"),
         (vec!["--arch", arch, "--virtiofs-sharing"], "virtiofs"),
+        (vec!["--arch", arch, "--sshfs-sharing"], "sshfs"),
     ] {
         let env = Env::new();
         env.script("uname -m > arch\nexit 7\n");

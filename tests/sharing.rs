@@ -10,7 +10,7 @@ use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 
 /// The sharing flags of the backends to check.
-const BACKENDS: &[&str] = &["--9p-sharing", "--virtiofs-sharing"];
+const BACKENDS: &[&str] = &["--9p-sharing", "--virtiofs-sharing", "--sshfs-sharing"];
 
 fn file_sha256(path: &std::path::Path) -> String {
     let mut file = fs::File::open(path).unwrap();

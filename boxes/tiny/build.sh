@@ -66,11 +66,21 @@ for applet in $(busybox_applets "$busybox"); do
   case "$applet" in busybox|*/*) continue ;; esac
   [ -e "$root/bin/$applet" ] || ln -s busybox "$root/bin/$applet"
 done
+# sshfs and the libraries it needs, for --sshfs-sharing (sshfs -o passive over a port).
+for pkg in libc6 libpcre2-8-0 libglib2.0-0 libfuse3-3 sshfs; do
+  fetch_deb "$pkg:$darch" "$work/sshfs"
+done
+for part in lib lib64 usr/lib usr/bin/sshfs; do
+  [ -e "$work/sshfs/root/$part" ] || continue
+  mkdir -p "$root/$(dirname "$part")"
+  cp -a "$work/sshfs/root/$part" "$root/$(dirname "$part")/"
+done
+rm -rf "$root/usr/lib/"*/gconv "$root/usr/share"
 install -m 0755 "$agent_dir/boxbuild-agent" "$root/sbin/boxbuild-agent"
 install -m 0755 "$agent_dir/box-test-builder" "$root/usr/bin/box-test-builder"
 echo "tiny-$version" >"$root/etc/box-release"
 chmod 1777 "$root/tmp"
-mke2fs -q -t ext4 -L tinyroot -E root_owner=0:0 -d "$root" -F "$work/disk.raw" 48M >/dev/null
+mke2fs -q -t ext4 -L tinyroot -E root_owner=0:0 -d "$root" -F "$work/disk.raw" 96M >/dev/null
 qemu-img convert -q -f raw -O qcow2 "$work/disk.raw" "$out/disk.qcow2"
 
 cat >"$out/catalog.toml" <<TOML

@@ -166,6 +166,19 @@ fn mount_all(job: &Job, channel: &Channel) -> Result<(), String> {
                 e
             )
         })?;
+        if m.fstype == b"sshfs" {
+            mount_sshfs(m)?;
+            log(
+                channel,
+                &format!(
+                    "mounted {} on {} over sshfs{}",
+                    String::from_utf8_lossy(&m.source),
+                    target.to_string_lossy(),
+                    if m.readonly { " (read-only)" } else { "" }
+                ),
+            );
+            continue;
+        }
         let flags = if m.readonly { sys::MS_RDONLY } else { 0 } | sys::MS_NODEV;
         sys::mount_fs(&m.source, &m.target, &m.fstype, flags, &m.options).map_err(|e| {
             format!(
@@ -187,6 +200,83 @@ fn mount_all(job: &Job, channel: &Channel) -> Result<(), String> {
         );
     }
     Ok(())
+}
+
+/// An sshfs mount: `source` names the virtio-serial port on which the host serves SFTP;
+/// sshfs speaks it over its stdin and stdout (`-o passive`), so no network or SSH is
+/// involved. sshfs stays in the foreground as the agent's child and ends on unmount.
+fn mount_sshfs(m: &protocol::Mount) -> Result<(), String> {
+    let port_name = String::from_utf8_lossy(&m.source).into_owned();
+    let target = OsStr::from_bytes(&m.target);
+    let port = find_port(&port_name, Duration::from_secs(10))
+        .and_then(|path| OpenOptions::new().read(true).write(true).open(path))
+        .map_err(|e| format!("sshfs port {}: {}", port_name, e))?;
+    let port_out = port
+        .try_clone()
+        .map_err(|e| format!("sshfs port {}: {}", port_name, e))?;
+    let mut options = String::from("passive");
+    if m.readonly {
+        options.push_str(",ro");
+    }
+    if !m.options.is_empty() {
+        options.push(',');
+        options.push_str(&String::from_utf8_lossy(&m.options));
+    }
+    let mut child = Command::new("sshfs")
+        .arg("-f")
+        .arg("-o")
+        .arg(&options)
+        .arg(":/")
+        .arg(target)
+        .stdin(port)
+        .stdout(port_out)
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start sshfs: {}", e))?;
+    let start = Instant::now();
+    loop {
+        if is_mount_point(&m.target) {
+            return Ok(());
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let mut said = String::new();
+            if let Some(mut err) = child.stderr.take() {
+                let _ = err.read_to_string(&mut said);
+            }
+            return Err(format!(
+                "sshfs for {} exited ({}): {}",
+                target.to_string_lossy(),
+                status,
+                said.trim()
+            ));
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            return Err(format!(
+                "sshfs did not mount {} within 30s",
+                target.to_string_lossy()
+            ));
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Whether /proc/mounts lists `target` as a mount point (spaces appear as \040 there).
+fn is_mount_point(target: &[u8]) -> bool {
+    let mut escaped = Vec::new();
+    for &b in target {
+        match b {
+            b' ' => escaped.extend_from_slice(b"\\040"),
+            b'\t' => escaped.extend_from_slice(b"\\011"),
+            b'\n' => escaped.extend_from_slice(b"\\012"),
+            b'\\' => escaped.extend_from_slice(b"\\134"),
+            b => escaped.push(b),
+        }
+    }
+    let mounts = fs::read("/proc/mounts").unwrap_or_default();
+    mounts
+        .split(|&b| b == b'\n')
+        .any(|line| line.split(|&b| b == b' ').nth(1) == Some(&escaped[..]))
 }
 
 /// Copies one output pipe of the builder into frames of `kind` until it closes.

@@ -2,9 +2,12 @@
 //! mounts the agent performs; the run decides which directories are shared.
 
 mod ninep;
+mod sftp;
+mod sshfs;
 mod virtiofs;
 
 pub use ninep::NineP;
+pub use sshfs::Sshfs;
 pub use virtiofs::Virtiofs;
 
 use crate::error::{Error, Result};
@@ -13,8 +16,11 @@ use crate::vm::arch::ArchProfile;
 use crate::vm::process;
 use guest_agent::protocol::Mount;
 use std::ffi::OsString;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::Child;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// One directory shared with the box.
@@ -80,22 +86,46 @@ pub trait ShareBackend {
     fn mounts(&self) -> Vec<Mount>;
 }
 
-/// Host processes a backend runs for one build; stopped when dropped. They end by
-/// themselves when QEMU closes their sockets; this makes sure of it on every path.
+/// Host processes and threads a backend runs for one build; stopped when dropped. They
+/// end by themselves when QEMU closes their sockets; this makes sure of it on every path.
 #[derive(Default)]
-pub struct Helpers(Vec<Child>);
+pub struct Helpers {
+    children: Vec<Child>,
+    threads: Vec<HelperThread>,
+}
+
+/// A serving thread and the switch that stops it.
+pub struct HelperThread {
+    pub stop: Arc<AtomicBool>,
+    /// The connection it serves, once there is one: shut down to end the thread.
+    pub stream: Arc<Mutex<Option<UnixStream>>>,
+    pub thread: std::thread::JoinHandle<()>,
+}
 
 impl Helpers {
     pub fn push(&mut self, child: Child) -> &mut Child {
-        self.0.push(child);
-        self.0.last_mut().expect("just pushed")
+        self.children.push(child);
+        self.children.last_mut().expect("just pushed")
+    }
+
+    pub fn push_thread(&mut self, thread: HelperThread) {
+        self.threads.push(thread);
     }
 }
 
 impl Drop for Helpers {
     fn drop(&mut self) {
-        for helper in &mut self.0 {
+        for helper in &mut self.children {
             process::stop(helper, Duration::from_millis(500));
+        }
+        for t in &self.threads {
+            t.stop.store(true, Ordering::SeqCst);
+            if let Some(stream) = t.stream.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+                let _ = stream.shutdown(std::net::Shutdown::Both);
+            }
+        }
+        for t in self.threads.drain(..) {
+            let _ = t.thread.join();
         }
     }
 }
@@ -105,6 +135,7 @@ impl Drop for Helpers {
 pub enum Backend {
     NineP,
     Virtiofs,
+    Sshfs,
 }
 
 /// The backend for a run: the one asked for, else 9p (docs/sharing.md says why).
@@ -112,6 +143,10 @@ pub fn backend(dirs: Vec<SharedDir>, choice: Backend) -> Result<Box<dyn ShareBac
     Ok(match choice {
         Backend::NineP => Box::new(NineP { dirs }),
         Backend::Virtiofs => Box::new(Virtiofs::new(dirs)?),
+        Backend::Sshfs => Box::new(Sshfs {
+            dirs,
+            sockets: Vec::new(),
+        }),
     })
 }
 

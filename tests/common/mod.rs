@@ -49,15 +49,55 @@ fn build_tiny_box(arch: &str) -> PathBuf {
     let lock = fs::File::create(dir.with_extension("lock")).unwrap();
     // SAFETY: flock on an open file descriptor.
     assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
-    if !dir.join("catalog.toml").exists() {
+    // A box built from an older recipe or agent is rebuilt.
+    let stamp = recipe_stamp();
+    let stamp_file = dir.join("recipe.stamp");
+    let current = fs::read_to_string(&stamp_file).ok();
+    if !dir.join("catalog.toml").exists() || current.as_deref() != Some(stamp.as_str()) {
         let status = Command::new(repo_root().join("boxes/tiny/build.sh"))
             .arg(&dir)
             .args(["--arch", arch])
             .status()
             .expect("run boxes/tiny/build.sh");
         assert!(status.success(), "building the tiny {arch} box failed");
+        fs::write(&stamp_file, &stamp).unwrap();
     }
     dir
+}
+
+/// A digest of everything a tiny box is made from: the recipes and the agent's sources.
+fn recipe_stamp() -> String {
+    use sha2::{Digest, Sha256};
+    fn add(hasher: &mut Sha256, path: &Path) {
+        if path.is_dir() {
+            let mut entries: Vec<PathBuf> = fs::read_dir(path)
+                .unwrap()
+                .flatten()
+                .map(|e| e.path())
+                .collect();
+            entries.sort();
+            for entry in entries {
+                add(hasher, &entry);
+            }
+        } else {
+            hasher.update(path.to_string_lossy().as_bytes());
+            hasher.update(fs::read(path).unwrap_or_default());
+        }
+    }
+    let mut hasher = Sha256::new();
+    for part in [
+        "boxes/tiny",
+        "boxes/lib",
+        "guest-agent/src",
+        "guest-agent/Cargo.toml",
+    ] {
+        add(&mut hasher, &repo_root().join(part));
+    }
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 pub struct Env {
