@@ -175,11 +175,11 @@ pub struct BuildOptions {
     #[arg(long, value_name = "VERSION")]
     pub kiwi_version: Option<String>,
 
-    /// SSH private key for sshfs sharing.
+    /// Accepted for the Python plugin's users and ignored: sshfs sharing uses no SSH.
     #[arg(long, value_name = "FILE")]
     pub ssh_key: Option<PathBuf>,
 
-    /// SSH port for sshfs sharing.
+    /// Accepted for the Python plugin's users and ignored: sshfs sharing uses no SSH.
     #[arg(long, value_name = "PORT")]
     pub ssh_port: Option<u16>,
 
@@ -196,13 +196,9 @@ impl BuildOptions {
     /// Options of the Python plugin that this version accepts but cannot honour yet; a
     /// run that asks for one stops with a clear message instead of ignoring it.
     pub fn unsupported(&self) -> Option<&'static str> {
-        let checks: [(bool, &'static str); 4] = [
+        let checks: [(bool, &'static str); 3] = [
             (self.no_snapshot, "--no-snapshot"),
             (self.kiwi_version.is_some(), "--kiwi-version"),
-            (
-                self.ssh_key.is_some() || self.ssh_port.is_some(),
-                "--ssh-key/--ssh-port",
-            ),
             (self.box_debug, "--box-debug"),
         ];
         checks

@@ -72,6 +72,9 @@ pub fn build(opts: &BuildOptions, ui: Ui) -> Result<u8> {
             "{option} is not supported by this version of boxbuild yet"
         )));
     }
+    if opts.ssh_key.is_some() || opts.ssh_port.is_some() {
+        ui.warn("--ssh-key and --ssh-port are ignored: sshfs sharing runs without SSH (docs/sharing.md)");
+    }
     let arch = box_arch(opts);
     let profile = arch::profile(arch).ok_or_else(|| {
         Error::setup(format!(
