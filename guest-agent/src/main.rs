@@ -222,6 +222,10 @@ fn mount_sshfs(m: &protocol::Mount) -> Result<(), String> {
         options.push(',');
         options.push_str(&String::from_utf8_lossy(&m.options));
     }
+    // sshfs outlives this function: its messages go to a file, never to a pipe that
+    // nobody reads once the mount is up.
+    let log_path = format!("/run/sshfs-{}.log", port_name);
+    let log_file = File::create(&log_path).map_err(|e| format!("{}: {}", log_path, e))?;
     let mut child = Command::new("sshfs")
         .arg("-f")
         .arg("-o")
@@ -230,7 +234,7 @@ fn mount_sshfs(m: &protocol::Mount) -> Result<(), String> {
         .arg(target)
         .stdin(port)
         .stdout(port_out)
-        .stderr(Stdio::piped())
+        .stderr(log_file)
         .spawn()
         .map_err(|e| format!("cannot start sshfs: {}", e))?;
     let start = Instant::now();
@@ -239,10 +243,7 @@ fn mount_sshfs(m: &protocol::Mount) -> Result<(), String> {
             return Ok(());
         }
         if let Ok(Some(status)) = child.try_wait() {
-            let mut said = String::new();
-            if let Some(mut err) = child.stderr.take() {
-                let _ = err.read_to_string(&mut said);
-            }
+            let said = fs::read_to_string(&log_path).unwrap_or_default();
             return Err(format!(
                 "sshfs for {} exited ({}): {}",
                 target.to_string_lossy(),
