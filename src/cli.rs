@@ -135,7 +135,7 @@ pub struct BuildOptions {
     #[arg(long)]
     pub list_boxes: bool,
 
-    /// Skip the check for a newer version of the box.
+    /// Do not check remote catalogs for newer boxes, and do not mention them.
     #[arg(long)]
     pub no_update_check: bool,
 
@@ -143,19 +143,19 @@ pub struct BuildOptions {
     #[arg(long)]
     pub no_snapshot: bool,
 
-    /// Share directories with 9p (virtio-9p).
+    /// Share directories over virtio-9p (the default).
     #[arg(long = "9p-sharing", group = "sharing")]
     pub nine_p_sharing: bool,
 
-    /// Share directories with virtiofs.
+    /// Share directories over virtiofs (virtiofsd per directory).
     #[arg(long, group = "sharing")]
     pub virtiofs_sharing: bool,
 
-    /// Share directories with sshfs.
+    /// Share directories over sshfs, served by boxbuild on a virtio-serial port (no SSH).
     #[arg(long, group = "sharing")]
     pub sshfs_sharing: bool,
 
-    /// One more host path to share, mounted at the same path in the box.
+    /// One more host directory to share read-write, at the same path in the box.
     #[arg(long, value_name = "PATH")]
     pub shared_path: Option<PathBuf>,
 
