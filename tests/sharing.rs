@@ -88,7 +88,7 @@ fn a_large_artifact_arrives_intact() {
 fn the_extra_shared_path_is_mounted_read_write_at_the_same_path() {
     for backend in BACKENDS {
         let env = Env::new();
-        let extra = env.tmp.path().join("extra dir");
+        let extra = env.tmp.path().join("extra dir,1");
         fs::create_dir_all(&extra).unwrap();
         fs::write(extra.join("in.txt"), "from the host\n").unwrap();
         env.script(&format!(

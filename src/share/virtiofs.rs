@@ -114,7 +114,7 @@ impl Virtiofs {
                 args.push(socket_arg);
                 args.push("-o".into());
                 let mut source = OsString::from("source=");
-                source.push(&dir.host);
+                source.push(fuse_opt_escape(dir.host.as_os_str()));
                 args.push(source);
                 args.extend(["-o", "cache=auto", "-o", "sandbox=namespace"].map(OsString::from));
             }
@@ -209,6 +209,20 @@ impl ShareBackend for Virtiofs {
     }
 }
 
+/// A value inside a libfuse `-o` list (the C daemon's options), where `,` separates
+/// options and `\` escapes.
+fn fuse_opt_escape(value: &std::ffi::OsStr) -> OsString {
+    use std::os::unix::ffi::OsStringExt;
+    let mut out = Vec::with_capacity(value.len());
+    for &b in value.as_bytes() {
+        if b == b',' || b == b'\\' {
+            out.push(b'\\');
+        }
+        out.push(b);
+    }
+    OsString::from_vec(out)
+}
+
 /// Waits until the daemon listens, or reports why it did not.
 fn wait_for_socket(socket: &Path, helper: &mut Child, log: &Path) -> Result<()> {
     let start = Instant::now();
@@ -272,7 +286,7 @@ mod tests {
         let c = with(Flavour::C);
         let args = strings(c.daemon_args(&c.dirs[0], socket));
         assert_eq!(args[0], "--socket-path=/run/r/s.sock");
-        assert!(args.contains(&"source=/h/d,x".to_string()), "{args:?}");
+        assert!(args.contains(&"source=/h/d\\,x".to_string()), "{args:?}");
         let rust = with(Flavour::Rust { readonly: true });
         let args = strings(rust.daemon_args(&rust.dirs[0], socket));
         assert!(args.windows(2).any(|w| w == ["--shared-dir", "/h/d,x"]));
