@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything boxbuild needs on Debian/Ubuntu (QEMU, virtiofsd, sshfs, the tools the
-# box recipes use, the Rust build), installs boxbuild, builds the tiny box, registers it and
-# runs a first build in it.
+# box recipes use, the Rust build), installs boxbuild, builds the tiny test box and the
+# Debian kiwi box, registers them, and runs the main job: a real kiwi build of
+# examples/debian-tarball in the Debian box.
 #
 #   scripts/install.sh [--prefix DIR] [--no-first-build]
 set -euo pipefail
@@ -38,7 +39,7 @@ cross_gcc=gcc-${foreign//_/-}-linux-gnu
 # One package per apt-get call: a backported qemu-utils can conflict with the distribution's
 # QEMU, and apt then resolves each step on its own. qemu-system comes before qemu-utils.
 packages=("$qemu_pkg" qemu-utils qemu-system-common sshfs uidmap cpio e2fsprogs xz-utils
-  gzip kmod ca-certificates curl gcc libc6-dev bc
+  gzip kmod ca-certificates curl gcc libc6-dev bc mmdebstrap genext2fs
   "$foreign_qemu" rustc "libstd-rust-dev:$foreign_deb" "$cross_gcc" "libc6-dev-$foreign_deb-cross")
 missing=()
 for p in "${packages[@]}"; do
@@ -97,10 +98,21 @@ rm -f "$config/catalog.d/tiny-$arch.toml"
 } >"$config/catalog.d/tiny.toml"
 echo ">> registered box 'tiny' ($arch, $foreign) in $config/catalog.d/tiny.toml"
 
+# The Debian kiwi box is rebuilt only when its recipe or the guest agent changed.
+debian=$data/boxes/debian-$arch
+stamp=$("$here/boxes/lib/recipe-stamp.sh" debian)
+if [ "$(cat "$debian/.recipe-stamp" 2>/dev/null)" != "$stamp" ]; then
+  echo ">> building the Debian kiwi box ($arch; a few minutes)"
+  "$here/boxes/debian/build.sh" "$debian"
+  echo "$stamp" >"$debian/.recipe-stamp"
+fi
+cp "$debian/catalog.toml" "$config/catalog.d/debian.toml"
+echo ">> registered box 'debian' ($arch) in $config/catalog.d/debian.toml"
+
 if [ "$first_build" = 1 ]; then
   out=$(mktemp -d)/out
-  echo ">> first build: boxbuild --box tiny -- --description examples/tiny --target-dir $out"
-  "$prefix/bin/boxbuild" --box tiny -- --description "$here/examples/tiny" --target-dir "$out" --first-build
+  echo ">> main job: boxbuild --box debian -- --description examples/debian-tarball --target-dir $out"
+  "$prefix/bin/boxbuild" --box debian -- --description "$here/examples/debian-tarball" --target-dir "$out"
   echo ">> results in $out:"
   ls -l "$out"
 fi

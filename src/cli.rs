@@ -171,9 +171,39 @@ pub struct BuildOptions {
     #[arg(long, value_name = "ARCH", group = "arch_flag")]
     pub arch: Option<String>,
 
-    /// Install this kiwi version in the box for this run.
+    /// Install this kiwi version from PyPI in the box, for this run only.
     #[arg(long, value_name = "VERSION")]
     pub kiwi_version: Option<String>,
+
+    /// kiwi's --type: the image type to build (passed to the builder before its arguments).
+    #[arg(long = "type", value_name = "TYPE", help_heading = "kiwi options")]
+    pub image_type: Option<String>,
+
+    /// kiwi's --profile (repeatable).
+    #[arg(long, value_name = "NAME", help_heading = "kiwi options")]
+    pub profile: Vec<String>,
+
+    /// kiwi's --kiwi-file: the description file's name in the description dir.
+    #[arg(long, value_name = "NAME", help_heading = "kiwi options")]
+    pub kiwi_file: Option<String>,
+
+    /// kiwi's --debug.
+    #[arg(long, help_heading = "kiwi options")]
+    pub debug: bool,
+
+    /// Size of the box's scratch disk for the builder's work files, e.g. 20G (sparse;
+    /// default: the box's own setting).
+    #[arg(long, value_name = "SIZE")]
+    pub scratch_size: Option<String>,
+
+    /// No network in the box.
+    #[arg(long)]
+    pub no_network: bool,
+
+    /// Do not pass the host's extra CA certificates (/usr/local/share/ca-certificates,
+    /// $BOXBUILD_CA_CERTS) into the box.
+    #[arg(long)]
+    pub no_host_certs: bool,
 
     /// Accepted for the Python plugin's users and ignored: sshfs sharing uses no SSH.
     #[arg(long, value_name = "FILE")]
@@ -193,12 +223,30 @@ pub struct BuildOptions {
 }
 
 impl BuildOptions {
+    /// kiwi's global options given to boxbuild, as builder arguments placed before the
+    /// user's own (the kiwi box's builder moves them before `system build`).
+    pub fn kiwi_global_args(&self) -> Vec<std::ffi::OsString> {
+        let mut args: Vec<std::ffi::OsString> = Vec::new();
+        if let Some(t) = &self.image_type {
+            args.extend(["--type".into(), t.into()]);
+        }
+        for p in &self.profile {
+            args.extend(["--profile".into(), p.into()]);
+        }
+        if let Some(f) = &self.kiwi_file {
+            args.extend(["--kiwi-file".into(), f.into()]);
+        }
+        if self.debug {
+            args.push("--debug".into());
+        }
+        args
+    }
+
     /// Options of the Python plugin that this version accepts but cannot honour yet; a
     /// run that asks for one stops with a clear message instead of ignoring it.
     pub fn unsupported(&self) -> Option<&'static str> {
-        let checks: [(bool, &'static str); 3] = [
+        let checks: [(bool, &'static str); 2] = [
             (self.no_snapshot, "--no-snapshot"),
-            (self.kiwi_version.is_some(), "--kiwi-version"),
             (self.box_debug, "--box-debug"),
         ];
         checks
@@ -245,6 +293,39 @@ mod tests {
         assert!(Cli::try_parse_from(["boxbuild", "--aarch64", "--arch", "x86_64"]).is_err());
         let cli = Cli::try_parse_from(["boxbuild", "--arch", "aarch64"]).unwrap();
         assert_eq!(cli.build.arch.as_deref(), Some("aarch64"));
+    }
+
+    #[test]
+    fn kiwi_global_options_come_first() {
+        let cli = Cli::try_parse_from([
+            "boxbuild",
+            "--type",
+            "oem",
+            "--profile",
+            "a",
+            "--profile",
+            "b",
+            "--debug",
+            "--box",
+            "x",
+            "--",
+            "--description",
+            "d",
+        ])
+        .unwrap();
+        let args: Vec<_> = cli.build.kiwi_global_args();
+        assert_eq!(
+            args,
+            [
+                "--type",
+                "oem",
+                "--profile",
+                "a",
+                "--profile",
+                "b",
+                "--debug"
+            ]
+        );
     }
 
     #[test]

@@ -19,7 +19,8 @@ use crate::vm::accel::{self, Accel};
 use crate::vm::arch::{self, ArchProfile};
 use crate::vm::qemu::QemuSpec;
 use crate::vm::{process, qmp};
-use guest_agent::protocol::{Job, Status, PROTOCOL_VERSION};
+use crate::{guest_setup, scratch};
+use guest_agent::protocol::{Job, Mount, Status, PROTOCOL_VERSION};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
@@ -83,7 +84,8 @@ pub fn build(opts: &BuildOptions, ui: Ui) -> Result<u8> {
         ))
     })?;
     // Checked before anything is fetched: a typo costs nothing.
-    let args = builder_args::resolve(&opts.builder_args)?;
+    let mut args = builder_args::resolve(&opts.builder_args)?;
+    args.rest.splice(0..0, opts.kiwi_global_args());
     let mut shared_dirs = vec![
         SharedDir {
             tag: "description".into(),
@@ -135,6 +137,22 @@ pub fn build(opts: &BuildOptions, ui: Ui) -> Result<u8> {
         .box_smp_cpus
         .or(the_box.settings.cpus)
         .unwrap_or(DEFAULT_CPUS);
+    let scratch_mib = match opts
+        .scratch_size
+        .as_deref()
+        .or(the_box.settings.scratch.as_deref())
+    {
+        Some(text) => {
+            Some(size::parse_mib(text).map_err(|e| Error::setup(format!("--scratch-size: {e}")))?)
+        }
+        None => None,
+    };
+    let network = the_box.settings.network && !opts.no_network;
+    let ca_certs = if network && !opts.no_host_certs {
+        guest_setup::host_ca_certs(std::env::var("BOXBUILD_CA_CERTS").ok().as_deref())?
+    } else {
+        Vec::new()
+    };
 
     let console = the_box
         .version
@@ -161,18 +179,33 @@ pub fn build(opts: &BuildOptions, ui: Ui) -> Result<u8> {
         accel.name(),
         share_backend.name()
     ));
+    let scratch = match scratch_mib {
+        Some(mib) => {
+            let path = run_dir.path("scratch.img");
+            scratch::create(&path, mib)?;
+            ui.detail(&format!(
+                "scratch disk of {mib} MiB at {}",
+                scratch::GUEST_PATH
+            ));
+            Some(path)
+        }
+        None => None,
+    };
     let machine = Machine {
         profile,
         accel,
         memory_mib,
         cpus,
+        scratch,
+        network,
     };
     // Declared after the run dir: dropped (stopped) before it is removed.
     let _helpers = share_backend.prepare(&run_dir)?;
     let share = share_backend.as_ref();
+    let job = job(opts, &the_box, &args, share, &machine, ca_certs);
     let mut session = Session::start(opts, ui, &run_dir, &the_box, &machine, share, &signals)?;
     session.invoked = invoked;
-    session.drive(opts, ui, &the_box, &args, share, &signals)
+    session.drive(opts, ui, &job, &args.target, &signals)
 }
 
 struct Machine {
@@ -180,6 +213,64 @@ struct Machine {
     accel: Accel,
     memory_mib: u64,
     cpus: u32,
+    /// The formatted scratch disk image, if the run has one.
+    scratch: Option<PathBuf>,
+    network: bool,
+}
+
+/// What the agent is asked to do: the builder's argv (the box's command, with
+/// placeholders filled in, then the user's arguments) and all it needs around it.
+fn job(
+    opts: &BuildOptions,
+    the_box: &ResolvedBox,
+    args: &BuilderArgs,
+    share: &dyn ShareBackend,
+    machine: &Machine,
+    ca_certs: Vec<u8>,
+) -> Job {
+    let placeholder = |word: &str| -> Vec<u8> {
+        match word {
+            "{description}" => GUEST_DESCRIPTION.as_bytes().to_vec(),
+            "{target}" => GUEST_TARGET.as_bytes().to_vec(),
+            other => other.as_bytes().to_vec(),
+        }
+    };
+    let mut argv: Vec<Vec<u8>> = the_box
+        .settings
+        .builder
+        .iter()
+        .map(|w| placeholder(w))
+        .collect();
+    argv.extend(args.rest.iter().map(|a| a.as_bytes().to_vec()));
+    let mut env = vec![
+        format!("BOXBUILD_DESCRIPTION={GUEST_DESCRIPTION}"),
+        format!("BOXBUILD_TARGET={GUEST_TARGET}"),
+    ];
+    let mut mounts = share.mounts();
+    if machine.scratch.is_some() {
+        env.push(format!("BOXBUILD_SCRATCH={}", scratch::GUEST_PATH));
+        mounts.push(Mount {
+            fstype: b"ext4".to_vec(),
+            source: format!("serial={}", scratch::SERIAL).into_bytes(),
+            target: scratch::GUEST_PATH.as_bytes().to_vec(),
+            options: scratch::MOUNT_OPTIONS.as_bytes().to_vec(),
+            readonly: false,
+        });
+    }
+    if let Some(version) = &opts.kiwi_version {
+        env.push(format!("BOXBUILD_KIWI_VERSION={version}"));
+    }
+    if machine.network {
+        env.extend(guest_setup::proxy_env(|name| std::env::var(name).ok()));
+    }
+    Job {
+        argv,
+        env: env.into_iter().map(String::into_bytes).collect(),
+        mounts,
+        workdir: GUEST_TARGET.as_bytes().to_vec(),
+        network: machine.network.then(guest_setup::user_network),
+        ca_certs,
+    }
 }
 
 /// A running VM and the channels to it. Dropping it stops QEMU: politely through QMP,
@@ -291,6 +382,8 @@ impl<'a> Session<'a> {
             initrd: the_box.initrd.clone(),
             cmdline: the_box.version.cmdline.clone(),
             disk: overlay,
+            scratch: machine.scratch.clone(),
+            network: machine.network,
             console_log: run_dir.path("console.log"),
             agent_socket,
             qmp_socket,
@@ -370,44 +463,17 @@ impl<'a> Session<'a> {
         })
     }
 
-    fn job(the_box: &ResolvedBox, args: &BuilderArgs, share: &dyn ShareBackend) -> Job {
-        let placeholder = |word: &str| -> Vec<u8> {
-            match word {
-                "{description}" => GUEST_DESCRIPTION.as_bytes().to_vec(),
-                "{target}" => GUEST_TARGET.as_bytes().to_vec(),
-                other => other.as_bytes().to_vec(),
-            }
-        };
-        let mut argv: Vec<Vec<u8>> = the_box
-            .settings
-            .builder
-            .iter()
-            .map(|w| placeholder(w))
-            .collect();
-        argv.extend(args.rest.iter().map(|a| a.as_bytes().to_vec()));
-        Job {
-            argv,
-            env: vec![
-                format!("BOXBUILD_DESCRIPTION={GUEST_DESCRIPTION}").into_bytes(),
-                format!("BOXBUILD_TARGET={GUEST_TARGET}").into_bytes(),
-            ],
-            mounts: share.mounts(),
-            workdir: GUEST_TARGET.as_bytes().to_vec(),
-        }
-    }
-
     /// Runs the build to its end and turns how it ended into an exit code.
     fn drive(
         mut self,
         opts: &BuildOptions,
         ui: Ui,
-        the_box: &ResolvedBox,
-        args: &BuilderArgs,
-        share: &dyn ShareBackend,
+        job: &Job,
+        target: &Path,
         signals: &SignalWatch,
     ) -> Result<u8> {
         let mut output: Option<BuildOutput> = None;
-        let result = self.event_loop(opts, ui, the_box, args, share, signals, &mut output);
+        let result = self.event_loop(opts, ui, job, target, signals, &mut output);
         if let (Err(e), Some(out)) = (&result, output.as_mut()) {
             out.stderr(format!("boxbuild: error: {e}\n").as_bytes());
         }
@@ -432,14 +498,12 @@ impl<'a> Session<'a> {
         output::tail(&self.run_dir.path("console.log"), CONSOLE_TAIL_LINES)
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn event_loop(
         &mut self,
         opts: &BuildOptions,
         ui: Ui,
-        the_box: &ResolvedBox,
-        args: &BuilderArgs,
-        share: &dyn ShareBackend,
+        job: &Job,
+        target: &Path,
         signals: &SignalWatch,
         output: &mut Option<BuildOutput>,
     ) -> Result<Status> {
@@ -465,12 +529,11 @@ impl<'a> Session<'a> {
                         self.started.elapsed().as_secs_f64()
                     ));
                     greeted = true;
-                    *output = Some(BuildOutput::create(&args.target)?);
-                    agent::send_job(&mut self.agent_writer, &Self::job(the_box, args, share))
-                        .map_err(|e| Error::BoxFailed {
-                            reason: format!("cannot send the job to the agent: {e}"),
-                            details: self.console_tail(),
-                        })?;
+                    *output = Some(BuildOutput::create(target)?);
+                    agent::send_job(&mut self.agent_writer, job).map_err(|e| Error::BoxFailed {
+                        reason: format!("cannot send the job to the agent: {e}"),
+                        details: self.console_tail(),
+                    })?;
                 }
                 Ok(AgentEvent::Log(line)) => ui.detail(&format!("agent: {line}")),
                 Ok(AgentEvent::Started) => ui.detail(&format!(

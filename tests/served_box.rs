@@ -118,3 +118,49 @@ fn a_served_box_is_fetched_booted_kept_in_use_and_used_offline() {
     assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));
     assert!(env.leftover_run_dirs().is_empty());
 }
+
+#[test]
+fn a_box_published_by_the_script_is_served_fetched_and_booted() {
+    let env = Env::new();
+    let site = env.tmp.path().join("site");
+    let out = Command::new(common::repo_root().join("scripts/publish-box.sh"))
+        .arg(&site)
+        .arg(tiny_box_dir())
+        .output()
+        .unwrap();
+    ok(&out);
+    let catalog = fs::read_to_string(site.join("catalog.toml")).unwrap();
+    assert!(!catalog.contains("path ="), "{catalog}");
+    assert!(catalog.contains("url = \"tiny/"), "{catalog}");
+    // Publishing again (e.g. another architecture) keeps one box header.
+    ok(
+        &Command::new(common::repo_root().join("scripts/publish-box.sh"))
+            .arg(&site)
+            .arg(tiny_box_dir())
+            .output()
+            .unwrap(),
+    );
+    let catalog = fs::read_to_string(site.join("catalog.toml")).unwrap();
+    assert_eq!(catalog.matches("[boxes.tiny]").count(), 1, "{catalog}");
+
+    let server = HttpServer::start(&site);
+    let empty = env.tmp.path().join("empty.toml");
+    fs::write(&empty, "").unwrap();
+    env.script("echo served > served\n");
+    let out = env
+        .build_command(&[], &[])
+        .env("BOXBUILD_CONFIG", &empty)
+        .env("BOXBUILD_CATALOG_URL", server.url("catalog.toml"))
+        .output()
+        .unwrap();
+    ok(&out);
+    assert_eq!(
+        fs::read_to_string(env.out.join("served")).unwrap(),
+        "served\n"
+    );
+    let fetched: Vec<String> = server.log().into_iter().map(|l| l.path).collect();
+    assert!(
+        fetched.iter().any(|p| p.ends_with("/disk.qcow2")),
+        "{fetched:?}"
+    );
+}

@@ -79,6 +79,8 @@ rm -rf "$root/usr/lib/"*/gconv "$root/usr/share"
 install -m 0755 "$agent_dir/boxbuild-agent" "$root/sbin/boxbuild-agent"
 install -m 0755 "$agent_dir/box-test-builder" "$root/usr/bin/box-test-builder"
 echo "tiny-$version" >"$root/etc/box-release"
+# An empty CA bundle where Debian keeps it: the host's extra CAs are appended at run time.
+mkdir -p "$root/etc/ssl/certs" && : >"$root/etc/ssl/certs/ca-certificates.crt"
 chmod 1777 "$root/tmp"
 mke2fs -q -t ext4 -L tinyroot -E root_owner=0:0 -d "$root" -F "$work/disk.raw" 96M >/dev/null
 qemu-img convert -q -f raw -O qcow2 "$work/disk.raw" "$out/disk.qcow2"

@@ -6,7 +6,7 @@
 
 mod sys;
 
-use guest_agent::protocol::{self, kind, Job, Status};
+use guest_agent::protocol::{self, kind, Job, Network, Status};
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
@@ -77,12 +77,12 @@ fn mount_basics() {
             eprintln!("boxbuild-agent: mount {}: {}", target, e);
         }
     }
-    if std::env::var_os("PATH").is_none() {
-        std::env::set_var(
-            "PATH",
-            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        );
-    }
+    // An initrd's shell hands over its own short PATH (without /usr/local); a box's
+    // init sets the full one.
+    std::env::set_var(
+        "PATH",
+        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    );
 }
 
 /// The /dev node of the named virtio-serial port; waits for the driver to create it.
@@ -144,6 +144,29 @@ fn serve() -> io::Result<()> {
         }
     };
 
+    if let Some(network) = &job.network {
+        if let Err(e) = configure_network(network) {
+            log(&channel, &format!("network not configured: {}", e));
+        }
+    }
+    let mut job = job;
+    if !job.ca_certs.is_empty() {
+        match install_ca_certs(&job.ca_certs) {
+            Ok(bundle) => {
+                log(
+                    &channel,
+                    &format!("host CA certificates added to {}", bundle),
+                );
+                for name in &["SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "PIP_CERT"] {
+                    let prefix = format!("{}=", name);
+                    if !job.env.iter().any(|e| e.starts_with(prefix.as_bytes())) {
+                        job.env.push(format!("{}{}", prefix, bundle).into_bytes());
+                    }
+                }
+            }
+            Err(e) => log(&channel, &format!("host CA certificates not added: {}", e)),
+        }
+    }
     let status = match mount_all(&job, &channel) {
         Ok(()) => run_builder(&job, &channel),
         Err(e) => Status::AgentError(e),
@@ -154,6 +177,131 @@ fn serve() -> io::Result<()> {
     }
     sys::sync_all();
     send(&channel, kind::STATUS, &status.encode())
+}
+
+/// The first network interface that is not the loopback, waiting briefly for its driver.
+fn first_interface() -> Option<String> {
+    let start = Instant::now();
+    loop {
+        let mut names: Vec<String> = fs::read_dir("/sys/class/net")
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n != "lo")
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        if let Some(name) = names.into_iter().next() {
+            return Some(name);
+        }
+        if start.elapsed() > Duration::from_secs(5) {
+            return None;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Brings up the interface with `ip` (iproute2 or busybox) and names the resolver.
+fn configure_network(network: &Network) -> Result<(), String> {
+    let iface = first_interface().ok_or("no network interface")?;
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let (address, gateway) = (text(&network.address), text(&network.gateway));
+    let steps: [Vec<&str>; 4] = [
+        vec!["link", "set", "lo", "up"],
+        vec!["link", "set", &iface, "up"],
+        vec!["addr", "add", &address, "dev", &iface],
+        vec!["route", "add", "default", "via", &gateway],
+    ];
+    for step in steps.iter() {
+        let out = Command::new("ip")
+            .args(step)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run ip: {}", e))?;
+        if !out.status.success() {
+            return Err(format!(
+                "ip {}: {}",
+                step.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+    }
+    // A symlink (e.g. to systemd-resolved's file) is replaced, not followed.
+    let _ = fs::remove_file("/etc/resolv.conf");
+    fs::write(
+        "/etc/resolv.conf",
+        format!("nameserver {}\n", text(&network.nameserver)),
+    )
+    .map_err(|e| format!("/etc/resolv.conf: {}", e))
+}
+
+/// CA bundles of the distributions, in order of preference.
+const CA_BUNDLES: [&str; 4] = [
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/ca-bundle.pem",
+    "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
+];
+
+/// Appends the certificates to every CA bundle the box has (once per real file) and
+/// returns the first bundle's path.
+fn install_ca_certs(pem: &[u8]) -> Result<String, String> {
+    use std::io::Write;
+    let mut done: Vec<PathBuf> = Vec::new();
+    let mut first = None;
+    for bundle in CA_BUNDLES.iter() {
+        let real = match fs::canonicalize(bundle) {
+            Ok(real) => real,
+            Err(_) => continue,
+        };
+        if done.contains(&real) {
+            continue;
+        }
+        let mut file = OpenOptions::new()
+            .append(true)
+            .open(&real)
+            .map_err(|e| format!("{}: {}", real.display(), e))?;
+        file.write_all(b"\n")
+            .and_then(|_| file.write_all(pem))
+            .map_err(|e| format!("{}: {}", real.display(), e))?;
+        done.push(real);
+        if first.is_none() {
+            first = Some(bundle.to_string());
+        }
+    }
+    first.ok_or_else(|| "the box has no CA bundle".to_string())
+}
+
+/// The device a mount source names: `serial=NAME` is the block device whose serial
+/// (QEMU's `-device ...,serial=NAME`) matches, since device names follow probe order.
+fn resolve_source(source: &[u8]) -> Result<Vec<u8>, String> {
+    let serial = match source.strip_prefix(b"serial=") {
+        Some(serial) => serial,
+        None => return Ok(source.to_vec()),
+    };
+    let start = Instant::now();
+    loop {
+        for entry in fs::read_dir("/sys/block").into_iter().flatten().flatten() {
+            let mut found = fs::read(entry.path().join("serial")).unwrap_or_default();
+            while found.last().map_or(false, |b| b.is_ascii_whitespace()) {
+                found.pop();
+            }
+            if found == serial {
+                let mut dev = b"/dev/".to_vec();
+                dev.extend_from_slice(entry.file_name().as_bytes());
+                return Ok(dev);
+            }
+        }
+        if start.elapsed() > Duration::from_secs(10) {
+            return Err(format!(
+                "no disk with serial {}",
+                String::from_utf8_lossy(serial)
+            ));
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
 }
 
 fn mount_all(job: &Job, channel: &Channel) -> Result<(), String> {
@@ -180,7 +328,8 @@ fn mount_all(job: &Job, channel: &Channel) -> Result<(), String> {
             continue;
         }
         let flags = if m.readonly { sys::MS_RDONLY } else { 0 } | sys::MS_NODEV;
-        sys::mount_fs(&m.source, &m.target, &m.fstype, flags, &m.options).map_err(|e| {
+        let source = resolve_source(&m.source)?;
+        sys::mount_fs(&source, &m.target, &m.fstype, flags, &m.options).map_err(|e| {
             format!(
                 "mount {} ({}) on {}: {}",
                 String::from_utf8_lossy(&m.source),

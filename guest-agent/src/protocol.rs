@@ -14,7 +14,7 @@
 use std::io::{self, Read, Write};
 
 /// Bumped on any incompatible change to frames or the job layout.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Name of the virtio-serial port the agent talks on.
 pub const PORT_NAME: &str = "org.boxbuild.agent";
@@ -184,6 +184,21 @@ pub struct Job {
     pub env: Vec<Vec<u8>>,
     pub mounts: Vec<Mount>,
     pub workdir: Vec<u8>,
+    /// The network to configure before the builder starts, if the box has one.
+    pub network: Option<Network>,
+    /// PEM certificates the box should trust in addition to its own (the host's extra
+    /// CAs); empty for none.
+    pub ca_certs: Vec<u8>,
+}
+
+/// A static configuration of the box's first network interface. QEMU's user-mode network
+/// has fixed addresses, so no DHCP client is needed in the box.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Network {
+    /// Address with prefix length, e.g. `10.0.2.15/24`.
+    pub address: Vec<u8>,
+    pub gateway: Vec<u8>,
+    pub nameserver: Vec<u8>,
 }
 
 impl Job {
@@ -199,6 +214,15 @@ impl Job {
                 .bytes(&m.options)
                 .u32(m.readonly as u32);
         }
+        match &self.network {
+            Some(n) => e
+                .u32(1)
+                .bytes(&n.address)
+                .bytes(&n.gateway)
+                .bytes(&n.nameserver),
+            None => e.u32(0),
+        };
+        e.bytes(&self.ca_certs);
         e.finish()
     }
 
@@ -225,6 +249,15 @@ impl Job {
                 readonly: d.u32()? != 0,
             });
         }
+        let network = match d.u32()? {
+            0 => None,
+            _ => Some(Network {
+                address: d.bytes()?,
+                gateway: d.bytes()?,
+                nameserver: d.bytes()?,
+            }),
+        };
+        let ca_certs = d.bytes()?;
         if !d.is_empty() {
             return Err(invalid("trailing bytes after job"));
         }
@@ -236,6 +269,8 @@ impl Job {
             env,
             mounts,
             workdir,
+            network,
+            ca_certs,
         })
     }
 }
@@ -314,6 +349,12 @@ mod tests {
                 readonly: true,
             }],
             workdir: b"/target".to_vec(),
+            network: Some(Network {
+                address: b"10.0.2.15/24".to_vec(),
+                gateway: b"10.0.2.2".to_vec(),
+                nameserver: b"10.0.2.3".to_vec(),
+            }),
+            ca_certs: b"-----BEGIN CERTIFICATE-----\n".to_vec(),
         };
         assert_eq!(Job::decode(&job.encode()).unwrap(), job);
     }

@@ -39,6 +39,11 @@ pub struct BoxEntry {
     pub cpus: Option<u32>,
     /// How boxbuild talks to the box (default: boxbuild-agent).
     pub protocol: Option<Protocol>,
+    /// Size of the per-run scratch disk, e.g. "40G" (default: none); `--scratch-size`
+    /// overrides it.
+    pub scratch: Option<String>,
+    /// Whether the box gets QEMU's user-mode network (default: true).
+    pub network: Option<bool>,
     #[serde(default)]
     pub versions: Vec<VersionEntry>,
 }
@@ -50,6 +55,8 @@ pub struct Settings {
     pub memory: Option<String>,
     pub cpus: Option<u32>,
     pub protocol: Protocol,
+    pub scratch: Option<String>,
+    pub network: bool,
 }
 
 impl BoxEntry {
@@ -63,6 +70,8 @@ impl BoxEntry {
             memory: version.memory.clone().or_else(|| self.memory.clone()),
             cpus: version.cpus.or(self.cpus),
             protocol: version.protocol.or(self.protocol).unwrap_or_default(),
+            scratch: version.scratch.clone().or_else(|| self.scratch.clone()),
+            network: version.network.or(self.network).unwrap_or(true),
         }
     }
 }
@@ -92,6 +101,8 @@ pub struct VersionEntry {
     pub memory: Option<String>,
     pub cpus: Option<u32>,
     pub protocol: Option<Protocol>,
+    pub scratch: Option<String>,
+    pub network: Option<bool>,
 }
 
 impl VersionEntry {

@@ -20,6 +20,10 @@ pub struct QemuSpec {
     pub cmdline: String,
     /// The per-run overlay (qcow2) over the box disk.
     pub disk: Option<PathBuf>,
+    /// The per-run scratch disk (raw, sparse), found in the box by its serial.
+    pub scratch: Option<PathBuf>,
+    /// QEMU's user-mode network on a virtio NIC.
+    pub network: bool,
     pub console_log: PathBuf,
     pub agent_socket: PathBuf,
     pub qmp_socket: PathBuf,
@@ -119,6 +123,29 @@ impl QemuSpec {
             a.push("-device".into());
             a.push(format!("{},drive=disk0", p.virtio("virtio-blk")).into());
         }
+        if let Some(scratch) = &self.scratch {
+            // cache=unsafe: the disk is thrown away after the run, flushes buy nothing.
+            a.push("-drive".into());
+            a.push(with_path(
+                "if=none,id=scratch,format=raw,cache=unsafe,discard=unmap,file=",
+                scratch.as_os_str(),
+            ));
+            a.push("-device".into());
+            a.push(
+                format!(
+                    "{},drive=scratch,serial={}",
+                    p.virtio("virtio-blk"),
+                    crate::scratch::SERIAL
+                )
+                .into(),
+            );
+        }
+        if self.network {
+            a.push("-netdev".into());
+            a.push("user,id=net0".into());
+            a.push("-device".into());
+            a.push(format!("{},netdev=net0", p.virtio("virtio-net")).into());
+        }
         a.extend(self.share_args.iter().cloned());
         a
     }
@@ -141,6 +168,8 @@ mod tests {
             initrd: None,
             cmdline: "console=ttyS0".into(),
             disk: Some("/run/a,b/overlay.qcow2".into()),
+            scratch: Some("/run/s.img".into()),
+            network: true,
             console_log: "/run/c.log".into(),
             agent_socket: "/run/agent.sock".into(),
             qmp_socket: "/run/qmp.sock".into(),
@@ -164,6 +193,16 @@ mod tests {
         s.cpu = Some("qemu64".into());
         s.machine = Some("pc".into());
         assert!(joined(&s).contains("-machine pc -accel tcg -cpu qemu64"));
+    }
+
+    #[test]
+    fn scratch_disk_and_network_devices() {
+        let line = joined(&spec(Accel::Tcg));
+        assert!(line.contains("virtio-blk-pci,drive=scratch,serial=boxbuild-scratch"));
+        assert!(line.contains("-netdev user,id=net0 -device virtio-net-pci,netdev=net0"));
+        let mut s = spec(Accel::Tcg);
+        s.network = false;
+        assert!(!joined(&s).contains("netdev"));
     }
 
     #[test]

@@ -42,62 +42,64 @@ pub fn foreign_arch() -> &'static str {
 }
 
 fn build_tiny_box(arch: &str) -> PathBuf {
+    build_box("tiny", arch)
+}
+
+/// The Debian kiwi box: the one scripts/install.sh built, if it is current, else one
+/// built here (a few minutes; needs a Debian mirror and PyPI).
+pub fn debian_box_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let arch = std::env::consts::ARCH;
+        let data = std::env::var_os("XDG_DATA_HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                PathBuf::from(std::env::var_os("HOME").unwrap()).join(".local/share")
+            });
+        let installed = data.join(format!("boxbuild/boxes/debian-{arch}"));
+        let current = fs::read_to_string(installed.join(".recipe-stamp")).ok();
+        if current.as_deref().map(str::trim) == Some(recipe_stamp("debian").as_str()) {
+            return installed;
+        }
+        build_box("debian", arch)
+    })
+}
+
+/// Builds boxes/RECIPE for ARCH into target/test-boxes, unless a build from the same
+/// recipe and agent is there already.
+fn build_box(recipe: &str, arch: &str) -> PathBuf {
     let dir = repo_root()
         .join("target/test-boxes")
-        .join(format!("tiny-{arch}"));
+        .join(format!("{recipe}-{arch}"));
     fs::create_dir_all(dir.parent().unwrap()).unwrap();
     let lock = fs::File::create(dir.with_extension("lock")).unwrap();
     // SAFETY: flock on an open file descriptor.
     assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
-    // A box built from an older recipe or agent is rebuilt.
-    let stamp = recipe_stamp();
-    let stamp_file = dir.join("recipe.stamp");
+    let stamp = recipe_stamp(recipe);
+    let stamp_file = dir.join(".recipe-stamp");
     let current = fs::read_to_string(&stamp_file).ok();
-    if !dir.join("catalog.toml").exists() || current.as_deref() != Some(stamp.as_str()) {
-        let status = Command::new(repo_root().join("boxes/tiny/build.sh"))
+    if !dir.join("catalog.toml").exists()
+        || current.as_deref().map(str::trim) != Some(stamp.as_str())
+    {
+        let status = Command::new(repo_root().join(format!("boxes/{recipe}/build.sh")))
             .arg(&dir)
             .args(["--arch", arch])
             .status()
-            .expect("run boxes/tiny/build.sh");
-        assert!(status.success(), "building the tiny {arch} box failed");
+            .unwrap_or_else(|e| panic!("run boxes/{recipe}/build.sh: {e}"));
+        assert!(status.success(), "building the {recipe} {arch} box failed");
         fs::write(&stamp_file, &stamp).unwrap();
     }
     dir
 }
 
-/// A digest of everything a tiny box is made from: the recipes and the agent's sources.
-fn recipe_stamp() -> String {
-    use sha2::{Digest, Sha256};
-    fn add(hasher: &mut Sha256, path: &Path) {
-        if path.is_dir() {
-            let mut entries: Vec<PathBuf> = fs::read_dir(path)
-                .unwrap()
-                .flatten()
-                .map(|e| e.path())
-                .collect();
-            entries.sort();
-            for entry in entries {
-                add(hasher, &entry);
-            }
-        } else {
-            hasher.update(path.to_string_lossy().as_bytes());
-            hasher.update(fs::read(path).unwrap_or_default());
-        }
-    }
-    let mut hasher = Sha256::new();
-    for part in [
-        "boxes/tiny",
-        "boxes/lib",
-        "guest-agent/src",
-        "guest-agent/Cargo.toml",
-    ] {
-        add(&mut hasher, &repo_root().join(part));
-    }
-    hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+/// boxes/lib/recipe-stamp.sh: a digest of the recipe, the recipe library and the agent.
+fn recipe_stamp(recipe: &str) -> String {
+    let out = Command::new(repo_root().join("boxes/lib/recipe-stamp.sh"))
+        .arg(recipe)
+        .output()
+        .expect("run boxes/lib/recipe-stamp.sh");
+    assert!(out.status.success(), "recipe-stamp.sh {recipe} failed");
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
 pub struct Env {

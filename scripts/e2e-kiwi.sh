@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# The slow end-to-end test: real kiwi builds of the examples through boxbuild in the
+# Debian box, each artifact checked for real. Under TCG this takes a while (see
+# docs/benchmarks.md); it is not part of scripts/test.sh.
+#
+#   scripts/e2e-kiwi.sh [tarball] [disk] [container]     (default: all three)
+#
+# $BOXBUILD_E2E_ARGS adds boxbuild options (e.g. --virtiofs-sharing). The box is the one
+# registered as 'debian' (scripts/install.sh). Prints one PASS/FAIL line per example and
+# the wall time; exits non-zero if any failed.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+[ -x "$HOME/.cargo/bin/cargo" ] && export PATH=$HOME/.cargo/bin:$PATH
+boxbuild=${BOXBUILD:-$here/target/release/boxbuild}
+[ -n "${BOXBUILD:-}" ] || (cd "$here" && cargo build --release --locked -q)
+examples=("$@")
+[ ${#examples[@]} -gt 0 ] || examples=(tarball disk container)
+work=$(mktemp -d "${TMPDIR:-/var/tmp}/boxbuild-e2e.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+read -r -a extra <<<"${BOXBUILD_E2E_ARGS:-}"
+
+fail() { echo "FAIL $example: $*" >&2; return 1; }
+
+# The os-release of a Debian bookworm root, read from a stream of a tar archive.
+says_bookworm() { grep -q '^VERSION_CODENAME=bookworm$'; }
+
+check_tarball() {
+  local out=$1 archive
+  archive=$(ls "$out"/*.tar.xz 2>/dev/null | head -n1)
+  [ -n "$archive" ] || fail "no .tar.xz in $out: $(ls "$out")"
+  tar -xJOf "$archive" --wildcards '*usr/lib/os-release' | says_bookworm ||
+    fail "$archive holds no bookworm os-release"
+  echo "  $(basename "$archive"): $(du -h "$archive" | cut -f1), os-release says bookworm"
+}
+
+check_disk() {
+  local out=$1 image raw table start size
+  image=$(ls "$out"/*.qcow2 2>/dev/null | head -n1)
+  [ -n "$image" ] || fail "no .qcow2 in $out: $(ls "$out")"
+  raw=$work/disk.raw
+  qemu-img convert -O raw "$image" "$raw"
+  table=$(/sbin/sfdisk -d "$raw") || fail "$image has no partition table"
+  # The largest partition is the root file system.
+  read -r start size < <(awk -F'[=,]' '/start=/ {print $2, $4}' <<<"$table" | sort -k2 -n | tail -n1)
+  dd if="$raw" of="$work/root.part" bs=512 skip="$start" count="$size" conv=sparse status=none
+  /sbin/debugfs -R 'cat /usr/lib/os-release' "$work/root.part" 2>/dev/null | says_bookworm ||
+    fail "the root partition of $image holds no bookworm os-release"
+  echo "  $(basename "$image"): $(grep -c 'start=' <<<"$table") partition(s), $(sed -n 's/^label: //p' <<<"$table") label, root says bookworm"
+  rm -f "$raw" "$work/root.part"
+}
+
+check_container() {
+  local out=$1 archive layer found=""
+  archive=$(ls "$out"/*.tar 2>/dev/null | head -n1)
+  [ -n "$archive" ] || fail "no container archive in $out: $(ls "$out")"
+  skopeo inspect "oci-archive:$archive" >"$work/inspect.json" || fail "skopeo cannot read $archive"
+  grep -q '"Architecture": "amd64"\|"Architecture": "arm64"' "$work/inspect.json" ||
+    fail "no architecture in the image config"
+  skopeo copy -q "oci-archive:$archive" "dir:$work/image" || fail "skopeo cannot copy $archive"
+  for layer in "$work"/image/*; do
+    if tar -xzOf "$layer" --wildcards '*usr/lib/os-release' 2>/dev/null | says_bookworm; then
+      found=$layer
+    fi
+  done
+  [ -n "$found" ] || fail "no layer of $archive holds a bookworm os-release"
+  echo "  $(basename "$archive"): OCI image, $(grep -c . <<<"$(ls "$work/image")") blobs, os-release says bookworm"
+  rm -rf "$work/image"
+}
+
+failed=0
+for example in "${examples[@]}"; do
+  [ -d "$here/examples/debian-$example" ] || { echo "no example debian-$example" >&2; exit 2; }
+  out=$work/$example
+  start=$(date +%s)
+  echo ">> $example: boxbuild --box debian ${extra[*]} -- --description examples/debian-$example --target-dir $out"
+  if "$boxbuild" --box debian "${extra[@]}" -- \
+      --description "$here/examples/debian-$example" --target-dir "$out" >"$work/$example.log" 2>&1 &&
+     "check_$example" "$out"; then
+    echo "PASS $example $(( $(date +%s) - start ))s"
+  else
+    echo "FAIL $example $(( $(date +%s) - start ))s; the last lines of its output:"
+    tail -n 30 "$work/$example.log" | sed 's/^/  | /'
+    failed=1
+  fi
+done
+exit $failed

@@ -1,0 +1,113 @@
+//! The Debian kiwi box from boxes/debian, booted for real: kiwi-ng answers through
+//! boxbuild, --kiwi-version installs another kiwi from PyPI over the box's network (HTTPS,
+//! with the host's CA certificates), and a failing kiwi build passes its exit code and
+//! leaves result.log explaining why. The full image builds are in scripts/e2e-kiwi.sh.
+
+mod common;
+
+use common::{debian_box_dir, repo_root, stderr, stdout, Env};
+use std::fs;
+use std::process::Command;
+
+/// The kiwi version the recipe installs by default.
+fn recipe_kiwi_version() -> String {
+    let recipe = fs::read_to_string(repo_root().join("boxes/debian/build.sh")).unwrap();
+    let start = recipe.find("KIWI_VERSION:-").unwrap() + "KIWI_VERSION:-".len();
+    let end = start + recipe[start..].find('}').unwrap();
+    recipe[start..end].to_string()
+}
+
+fn debian_build(
+    env: &Env,
+    extra: &[&str],
+    description: &std::path::Path,
+    args: &[&str],
+) -> Command {
+    let mut c = env.boxbuild();
+    c.env("BOXBUILD_CONFIG", debian_box_dir().join("catalog.toml"))
+        .args(["--no-accel", "--box", "debian"])
+        .args(extra)
+        .arg("--")
+        .arg("--description")
+        .arg(description)
+        .arg("--target-dir")
+        .arg(&env.out)
+        .args(args);
+    c
+}
+
+#[test]
+fn kiwi_ng_answers_through_boxbuild() {
+    let env = Env::new();
+    let example = repo_root().join("examples/debian-tarball");
+    let out = debian_build(&env, &[], &example, &["--version"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let version = recipe_kiwi_version();
+    assert!(
+        stdout(&out).contains(&format!("version {version}")),
+        "kiwi-ng --version said: {}",
+        stdout(&out)
+    );
+    let log = fs::read_to_string(env.out.join("result.log")).unwrap();
+    assert!(log.contains(&version), "{log}");
+    // The description is untouched and nothing but the log landed in the target dir.
+    let names: Vec<_> = fs::read_dir(&env.out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["result.log"]);
+}
+
+#[test]
+fn kiwi_version_installs_that_kiwi_from_pypi_for_the_run() {
+    let env = Env::new();
+    let example = repo_root().join("examples/debian-tarball");
+    let wanted = "11.1.5";
+    assert_ne!(wanted, recipe_kiwi_version());
+    let out = debian_build(&env, &["--kiwi-version", wanted], &example, &["--version"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(
+        stdout(&out).contains(&format!("version {wanted}")),
+        "kiwi-ng --version said: {}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn a_failing_kiwi_build_passes_its_exit_code_and_leaves_its_log() {
+    let env = Env::new();
+    fs::write(
+        env.desc.join("config.kiwi"),
+        "<?xml version=\"1.0\"?>\n<image schemaversion=\"8.5\" name=\"broken\">\n  <no-such-section/>\n</image>\n",
+    )
+    .unwrap();
+    let out = debian_build(&env, &[], &env.desc, &[]).output().unwrap();
+    let code = out.status.code().unwrap();
+    assert!(
+        (1..=122).contains(&code),
+        "kiwi's own failure code, not boxbuild's: {code}\n{}",
+        stderr(&out)
+    );
+    let log = fs::read_to_string(env.out.join("result.log")).unwrap();
+    assert!(
+        log.contains("no-such-section") || log.contains("Schema validation"),
+        "result.log does not say why:\n{log}"
+    );
+    assert!(log.contains("kiwi-ng system build failed"), "{log}");
+}
