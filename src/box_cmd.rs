@@ -212,9 +212,11 @@ fn outdated(library: &Library) -> Result<u8> {
 
 fn prune(library: &Library, dry_run: bool) -> Result<u8> {
     let mut freed = 0u64;
+    let mut kept = Vec::new();
     for (_, mut versions) in cached_by_box(library) {
         let newest = versions.pop().expect("groups are not empty");
         println!("keeping box {}", newest.key);
+        kept.push(newest.key.clone());
         for old in versions {
             let size = old.bytes();
             if dry_run {
@@ -225,6 +227,30 @@ fn prune(library: &Library, dry_run: bool) -> Result<u8> {
             } else {
                 println!("kept box {}: a running build uses it", old.key);
             }
+        }
+    }
+    // Persistent layers (--no-snapshot) stay only for the versions kept in the cache.
+    for layer in library.store.layers() {
+        if kept.contains(&layer.key) {
+            println!("keeping the persistent layer of {}", layer.key);
+        } else if dry_run {
+            println!(
+                "would remove the persistent layer of {} ({})",
+                layer.key,
+                HumanBytes(layer.bytes)
+            );
+        } else if library.store.remove_layer(&layer.key)? {
+            println!(
+                "removed the persistent layer of {} ({})",
+                layer.key,
+                HumanBytes(layer.bytes)
+            );
+            freed += layer.bytes;
+        } else {
+            println!(
+                "kept the persistent layer of {}: a running build uses it",
+                layer.key
+            );
         }
     }
     if !dry_run {
@@ -244,13 +270,35 @@ fn remove(library: &Library, box_ref: &str, arch: Option<&str>) -> Result<u8> {
         .filter(|c| version.is_none_or(|v| v == c.key.version))
         .filter(|c| arch.is_none_or(|a| a == c.key.arch))
         .collect();
+    let layers: Vec<_> = library
+        .store
+        .layers()
+        .into_iter()
+        .filter(|l| l.key.name == name)
+        .filter(|l| version.is_none_or(|v| v == l.key.version))
+        .filter(|l| arch.is_none_or(|a| a == l.key.arch))
+        .collect();
+    let mut busy = false;
+    for layer in &layers {
+        if library.store.remove_layer(&layer.key)? {
+            println!("removed the persistent layer of {}", layer.key);
+        } else {
+            library.ui.error(&format!(
+                "the persistent layer of {} is in use by a running build; not removed",
+                layer.key
+            ));
+            busy = true;
+        }
+    }
+    if chosen.is_empty() && !layers.is_empty() {
+        return Ok(if busy { FOUND_PROBLEMS } else { 0 });
+    }
     if chosen.is_empty() {
         return Err(Error::setup(format!(
             "box {box_ref} is not in the cache ({}); see 'boxbuild box list'",
             library.store.root().display()
         )));
     }
-    let mut busy = false;
     for c in chosen {
         if library.store.remove(&c.key)? {
             println!("removed box {} ({})", c.key, HumanBytes(c.bytes()));

@@ -139,7 +139,8 @@ pub struct BuildOptions {
     #[arg(long)]
     pub no_update_check: bool,
 
-    /// Keep changes to the box across runs.
+    /// Keep changes made in the box across runs, in a persistent layer per box version
+    /// (the box itself stays pristine; 'box prune' removes layers).
     #[arg(long)]
     pub no_snapshot: bool,
 
@@ -213,7 +214,8 @@ pub struct BuildOptions {
     #[arg(long, value_name = "PORT")]
     pub ssh_port: Option<u16>,
 
-    /// Keep the box running after the build and open a shell in it.
+    /// After the build, open a shell in the box on this terminal, with the shares still
+    /// mounted; 'exit' powers the box off, Ctrl-A X stops it at any time.
     #[arg(long)]
     pub box_debug: bool,
 
@@ -241,19 +243,20 @@ impl BuildOptions {
         }
         args
     }
+}
 
-    /// Options of the Python plugin that this version accepts but cannot honour yet; a
-    /// run that asks for one stops with a clear message instead of ignoring it.
-    pub fn unsupported(&self) -> Option<&'static str> {
-        let checks: [(bool, &'static str); 2] = [
-            (self.no_snapshot, "--no-snapshot"),
-            (self.box_debug, "--box-debug"),
-        ];
-        checks
-            .iter()
-            .find(|(asked, _)| *asked)
-            .map(|(_, name)| *name)
+/// Drops the words `system boxbuild` before `--`, so a command line written for KIWI's
+/// plugin (`kiwi-ng [kiwi options] system boxbuild [box options] -- ...`) runs with
+/// `kiwi-ng` replaced by `boxbuild`.
+pub fn without_plugin_words(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
+    let mut args: Vec<OsString> = args.into_iter().collect();
+    let end = args.iter().position(|a| a == "--").unwrap_or(args.len());
+    if let Some(at) =
+        (1..end.saturating_sub(1)).find(|&i| args[i] == "system" && args[i + 1] == "boxbuild")
+    {
+        args.drain(at..at + 2);
     }
+    args
 }
 
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
@@ -329,17 +332,23 @@ mod tests {
     }
 
     #[test]
+    fn plugin_command_lines_port_with_one_word() {
+        let words = |line: &str| -> Vec<OsString> { line.split(' ').map(OsString::from).collect() };
+        let cli = Cli::try_parse_from(without_plugin_words(words(
+            "boxbuild --type oem --profile p system boxbuild --box tumbleweed -- --description d --target-dir t",
+        )))
+        .unwrap();
+        assert_eq!(cli.build.box_name.as_deref(), Some("tumbleweed"));
+        assert_eq!(cli.build.image_type.as_deref(), Some("oem"));
+        // After `--` the words belong to the builder and stay.
+        let kept = without_plugin_words(words("boxbuild --box b -- system boxbuild"));
+        assert_eq!(kept.len(), 6);
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(parse_duration("90").unwrap().as_secs(), 90);
         assert_eq!(parse_duration("2m").unwrap().as_secs(), 120);
         assert!(parse_duration("soon").is_err());
-    }
-
-    #[test]
-    fn later_options_are_refused_by_name() {
-        let cli = Cli::try_parse_from(["boxbuild", "--box", "x", "--no-snapshot"]).unwrap();
-        assert!(cli.build.unsupported().unwrap().contains("--no-snapshot"));
-        let cli = Cli::try_parse_from(["boxbuild", "--box", "x", "--9p-sharing"]).unwrap();
-        assert_eq!(cli.build.unsupported(), None);
     }
 }

@@ -26,7 +26,7 @@ use std::process::ExitCode;
 use ui::Ui;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(cli::without_plugin_words(std::env::args_os()));
     let ui = match &cli.command {
         Some(Command::Box(args)) => Ui {
             quiet: args.quiet,

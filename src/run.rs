@@ -13,18 +13,18 @@ use crate::rundir::{self, RunDir};
 use crate::share::{self, Backend, ShareBackend, SharedDir};
 use crate::signals::SignalWatch;
 use crate::size;
-use crate::store::Ready as ResolvedBox;
+use crate::store::{Key, LayerState, Ready as ResolvedBox};
 use crate::ui::Ui;
 use crate::vm::accel::{self, Accel};
 use crate::vm::arch::{self, ArchProfile};
 use crate::vm::qemu::QemuSpec;
-use crate::vm::{process, qmp};
+use crate::vm::{overlay, process, qmp};
 use crate::{guest_setup, scratch};
 use guest_agent::protocol::{Job, Mount, Status, PROTOCOL_VERSION};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Child;
 use std::sync::atomic::AtomicBool;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
@@ -68,11 +68,6 @@ pub fn build(opts: &BuildOptions, ui: Ui) -> Result<u8> {
     let box_ref = opts.box_name.as_deref().ok_or_else(|| {
         Error::setup("no --box given: name the box to build in (see 'boxbuild --list-boxes')")
     })?;
-    if let Some(option) = opts.unsupported() {
-        return Err(Error::setup(format!(
-            "{option} is not supported by this version of boxbuild yet"
-        )));
-    }
     if opts.ssh_key.is_some() || opts.ssh_port.is_some() {
         ui.warn("--ssh-key and --ssh-port are ignored: sshfs sharing runs without SSH (docs/sharing.md)");
     }
@@ -191,13 +186,50 @@ pub fn build(opts: &BuildOptions, ui: Ui) -> Result<u8> {
         }
         None => None,
     };
+    // The box disk is only read: writes go to a per-run overlay, or with --no-snapshot
+    // to the box version's persistent layer (held for the whole run).
+    let mut _layer = None;
+    let root_disk = match (&the_box.disk, opts.no_snapshot) {
+        (Some(disk), false) => {
+            let path = run_dir.path("overlay.qcow2");
+            overlay::create(disk, &path)?;
+            Some(path)
+        }
+        (Some(disk), true) => {
+            let key = Key::new(&the_box.name, arch, &the_box.version.version);
+            let layer = library.store.open_layer(&key, disk)?;
+            ui.info(&match layer.state {
+                LayerState::Created => {
+                    "--no-snapshot: changes to the box are kept in a new persistent layer"
+                        .to_string()
+                }
+                LayerState::Reused => {
+                    "--no-snapshot: using the box's persistent layer from earlier runs".to_string()
+                }
+                LayerState::Reset => {
+                    "--no-snapshot: the box changed, its persistent layer starts afresh".to_string()
+                }
+            });
+            ui.detail(&format!("persistent layer {}", layer.path.display()));
+            let path = layer.path.clone();
+            _layer = Some(layer);
+            Some(path)
+        }
+        (None, true) => {
+            ui.warn("--no-snapshot has no effect: this box has no disk");
+            None
+        }
+        (None, false) => None,
+    };
     let machine = Machine {
         profile,
         accel,
         memory_mib,
         cpus,
+        root_disk,
         scratch,
         network,
+        console: console.clone(),
     };
     // Declared after the run dir: dropped (stopped) before it is removed.
     let _helpers = share_backend.prepare(&run_dir)?;
@@ -213,9 +245,13 @@ struct Machine {
     accel: Accel,
     memory_mib: u64,
     cpus: u32,
+    /// What the box boots from: an overlay over the box disk, if the box has one.
+    root_disk: Option<PathBuf>,
     /// The formatted scratch disk image, if the run has one.
     scratch: Option<PathBuf>,
     network: bool,
+    /// The guest's console device name, e.g. ttyS0.
+    console: String,
 }
 
 /// What the agent is asked to do: the builder's argv (the box's command, with
@@ -270,6 +306,11 @@ fn job(
         workdir: GUEST_TARGET.as_bytes().to_vec(),
         network: machine.network.then(guest_setup::user_network),
         ca_certs,
+        debug_console: if opts.box_debug {
+            format!("/dev/{}", machine.console).into_bytes()
+        } else {
+            Vec::new()
+        },
     }
 }
 
@@ -305,45 +346,6 @@ impl Drop for Session<'_> {
     }
 }
 
-/// A qcow2 overlay over the box disk: the box stays pristine, each run writes its own.
-fn create_overlay(disk: &Path, overlay: &Path) -> Result<()> {
-    let disk = disk
-        .canonicalize()
-        .map_err(|e| Error::setup(format!("box disk {}: {e}", disk.display())))?;
-    let format = if is_qcow2(&disk) { "qcow2" } else { "raw" };
-    let out = Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2", "-F", format, "-b"])
-        .arg(&disk)
-        .arg(overlay)
-        .output()
-        .map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                Error::setup(
-                    "qemu-img not found: install it (Debian/Ubuntu: apt-get install qemu-utils)",
-                )
-            } else {
-                Error::setup(format!("cannot run qemu-img: {e}"))
-            }
-        })?;
-    if !out.status.success() {
-        return Err(Error::setup(format!(
-            "qemu-img could not create the overlay over {}: {}",
-            disk.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    Ok(())
-}
-
-fn is_qcow2(path: &Path) -> bool {
-    use std::io::Read;
-    let mut magic = [0u8; 4];
-    std::fs::File::open(path)
-        .and_then(|mut f| f.read_exact(&mut magic))
-        .map(|_| &magic == b"QFI\xfb")
-        .unwrap_or(false)
-}
-
 fn bind(run_dir: &RunDir, name: &str) -> Result<(UnixListener, PathBuf)> {
     let path = run_dir.path(name);
     let listener = UnixListener::bind(&path)
@@ -361,14 +363,6 @@ impl<'a> Session<'a> {
         share: &dyn ShareBackend,
         signals: &SignalWatch,
     ) -> Result<Session<'a>> {
-        let overlay = match &the_box.disk {
-            Some(disk) => {
-                let overlay = run_dir.path("overlay.qcow2");
-                create_overlay(disk, &overlay)?;
-                Some(overlay)
-            }
-            None => None,
-        };
         let (qmp_listener, qmp_socket) = bind(run_dir, "qmp.sock")?;
         let (agent_listener, agent_socket) = bind(run_dir, "agent.sock")?;
         let spec = QemuSpec {
@@ -381,10 +375,11 @@ impl<'a> Session<'a> {
             kernel: the_box.kernel.clone(),
             initrd: the_box.initrd.clone(),
             cmdline: the_box.version.cmdline.clone(),
-            disk: overlay,
+            disk: machine.root_disk.clone(),
             scratch: machine.scratch.clone(),
             network: machine.network,
             console_log: run_dir.path("console.log"),
+            console_on_terminal: opts.box_debug,
             agent_socket,
             qmp_socket,
             share_args: share.qemu_args(machine.profile, machine.memory_mib),
@@ -402,8 +397,7 @@ impl<'a> Session<'a> {
             ));
         }
         let console_stop = Arc::new(AtomicBool::new(false));
-        let console_follower = opts
-            .box_console
+        let console_follower = (opts.box_console && !opts.box_debug)
             .then(|| output::follow_console(spec.console_log.clone(), console_stop.clone()));
         let started = Instant::now();
         let mut qemu = process::spawn(
@@ -411,6 +405,7 @@ impl<'a> Session<'a> {
             machine.profile.debian_package,
             &args,
             &run_dir.path("qemu.log"),
+            opts.box_debug,
         )?;
         // Until the Session exists, a failure must still take QEMU down.
         let connected = (|| {
@@ -582,12 +577,13 @@ impl<'a> Session<'a> {
                 }
             }
             if let Some((s, at)) = &status {
-                if at.elapsed() > POWEROFF_GRACE {
+                // --box-debug: the box stays up until the user leaves its shell.
+                if !opts.box_debug && at.elapsed() > POWEROFF_GRACE {
                     ui.detail("the box did not power off after the build; stopping it");
                     return Ok(s.clone());
                 }
             }
-            if let Some((when, limit)) = deadline {
+            if let (Some((when, limit)), None) = (deadline, &status) {
                 if Instant::now() > when {
                     return Err(Error::Timeout {
                         after: humantime::format_duration(limit).to_string(),

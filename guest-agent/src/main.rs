@@ -9,7 +9,7 @@ mod sys;
 use guest_agent::protocol::{self, kind, Job, Network, Status};
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -172,11 +172,60 @@ fn serve() -> io::Result<()> {
         Err(e) => Status::AgentError(e),
     };
     sys::sync_all();
+    // With a debug shell the status goes first, so the host reports the build's end
+    // while the shares stay mounted for inspection.
+    let debug = !job.debug_console.is_empty();
+    if debug {
+        send(&channel, kind::STATUS, &status.encode())?;
+        debug_shell(&job.debug_console);
+    }
     for m in job.mounts.iter().rev() {
         let _ = sys::unmount_lazy(&m.target);
     }
     sys::sync_all();
-    send(&channel, kind::STATUS, &status.encode())
+    if !debug {
+        send(&channel, kind::STATUS, &status.encode())?;
+    }
+    Ok(())
+}
+
+/// `--box-debug`: a login shell on the console, as the session leader with the console as
+/// its controlling terminal (`setsid -c`), so job control and Ctrl-C work. The box powers
+/// off when it ends.
+fn debug_shell(console: &[u8]) {
+    let console = OsStr::from_bytes(console);
+    let open = || OpenOptions::new().read(true).write(true).open(console);
+    let (stdin, stdout, stderr) = match (open(), open(), open()) {
+        (Ok(i), Ok(o), Ok(e)) => (i, o, e),
+        _ => {
+            eprintln!(
+                "boxbuild-agent: cannot open {} for the debug shell",
+                console.to_string_lossy()
+            );
+            return;
+        }
+    };
+    let shell = if Path::new("/bin/bash").exists() {
+        "/bin/bash"
+    } else {
+        "/bin/sh"
+    };
+    let banner = "\nboxbuild: the build has ended; this is a shell in the box. \
+                  The shares are still mounted. Leave with 'exit' or Ctrl-D: the box then powers off.\n";
+    let _ = (&stdout).write_all(banner.as_bytes());
+    let status = Command::new("setsid")
+        .args(["-c", shell, "-l"])
+        .env(
+            "TERM",
+            std::env::var("TERM").unwrap_or_else(|_| "linux".into()),
+        )
+        .stdin(stdin)
+        .stdout(stdout)
+        .stderr(stderr)
+        .status();
+    if let Err(e) = status {
+        eprintln!("boxbuild-agent: cannot start the debug shell: {}", e);
+    }
 }
 
 /// The first network interface that is not the loopback, waiting briefly for its driver.

@@ -189,6 +189,9 @@ pub struct Job {
     /// PEM certificates the box should trust in addition to its own (the host's extra
     /// CAs); empty for none.
     pub ca_certs: Vec<u8>,
+    /// After the status is sent, open a shell on this console device (e.g. `/dev/ttyS0`)
+    /// and power off only when it ends (`--box-debug`); empty: power off at once.
+    pub debug_console: Vec<u8>,
 }
 
 /// A static configuration of the box's first network interface. QEMU's user-mode network
@@ -222,7 +225,7 @@ impl Job {
                 .bytes(&n.nameserver),
             None => e.u32(0),
         };
-        e.bytes(&self.ca_certs);
+        e.bytes(&self.ca_certs).bytes(&self.debug_console);
         e.finish()
     }
 
@@ -258,6 +261,7 @@ impl Job {
             }),
         };
         let ca_certs = d.bytes()?;
+        let debug_console = d.bytes()?;
         if !d.is_empty() {
             return Err(invalid("trailing bytes after job"));
         }
@@ -271,6 +275,7 @@ impl Job {
             workdir,
             network,
             ca_certs,
+            debug_console,
         })
     }
 }
@@ -355,6 +360,7 @@ mod tests {
                 nameserver: b"10.0.2.3".to_vec(),
             }),
             ca_certs: b"-----BEGIN CERTIFICATE-----\n".to_vec(),
+            debug_console: b"/dev/ttyS0".to_vec(),
         };
         assert_eq!(Job::decode(&job.encode()).unwrap(), job);
     }

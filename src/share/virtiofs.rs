@@ -161,7 +161,7 @@ impl ShareBackend for Virtiofs {
             let socket = run_dir.path(&format!("vfs-{}.sock", dir.tag));
             let log = run_dir.path(&format!("virtiofsd-{}.log", dir.tag));
             let (binary, args) = self.command(&dir, &socket);
-            let helper = helpers.push(process::spawn(&binary, "util-linux", &args, &log)?);
+            let helper = helpers.push(process::spawn(&binary, "util-linux", &args, &log, false)?);
             wait_for_socket(&socket, helper, &log)?;
             self.sockets.push(socket);
         }

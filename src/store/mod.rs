@@ -12,9 +12,11 @@
 //! `boxes/` is complete and was verified when it was fetched; a hit costs a few stat
 //! calls and a small JSON read, never a hash of the box.
 
+mod layers;
 pub mod lock;
 mod provide;
 
+pub use layers::LayerState;
 pub use provide::{at_hand_kind, choose, provide, AtHand, Ready};
 
 use crate::catalog::{compare_versions, Role};
@@ -45,7 +47,7 @@ impl Key {
     }
 
     /// `NAME@VERSION-ARCH`, the flat form used for locks and staging.
-    fn flat(&self) -> String {
+    pub(super) fn flat(&self) -> String {
         format!("{}@{}-{}", self.name, self.version, self.arch)
     }
 }
@@ -229,7 +231,7 @@ impl Store {
     }
 }
 
-fn subdirs(dir: &Path) -> Vec<String> {
+pub(super) fn subdirs(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = fs::read_dir(dir)
         .map(|entries| {
             entries
@@ -245,7 +247,7 @@ fn subdirs(dir: &Path) -> Vec<String> {
 }
 
 /// Bytes under a directory (for prune's report).
-fn du(dir: &Path) -> u64 {
+pub(super) fn du(dir: &Path) -> u64 {
     let Ok(entries) = fs::read_dir(dir) else {
         return 0;
     };

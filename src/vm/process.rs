@@ -9,19 +9,28 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub fn spawn(binary: &str, package: &str, args: &[OsString], log: &Path) -> Result<Child> {
+/// With `interactive` QEMU shares boxbuild's terminal and process group (`--box-debug`:
+/// the console is the user's); otherwise its stdin is closed and it gets a group of its own.
+pub fn spawn(
+    binary: &str,
+    package: &str,
+    args: &[OsString],
+    log: &Path,
+    interactive: bool,
+) -> Result<Child> {
     let log_file = File::create(log)
         .map_err(|e| Error::setup(format!("cannot create {}: {e}", log.display())))?;
     let log_err = log_file
         .try_clone()
         .map_err(|e| Error::setup(format!("{}: {e}", log.display())))?;
     let mut command = Command::new(binary);
-    command
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(log_file)
-        .stderr(log_err)
-        .process_group(0);
+    command.args(args).stderr(log_err);
+    if !interactive {
+        command
+            .stdin(Stdio::null())
+            .stdout(log_file)
+            .process_group(0);
+    }
     // SAFETY: prctl is async-signal-safe; it only sets a flag of the new process.
     unsafe {
         command.pre_exec(|| {

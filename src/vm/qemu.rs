@@ -25,6 +25,9 @@ pub struct QemuSpec {
     /// QEMU's user-mode network on a virtio NIC.
     pub network: bool,
     pub console_log: PathBuf,
+    /// `--box-debug`: the console on boxbuild's terminal (and still logged), with QEMU's
+    /// Ctrl-A escapes; otherwise only in the log.
+    pub console_on_terminal: bool,
     pub agent_socket: PathBuf,
     pub qmp_socket: PathBuf,
     /// Arguments of the sharing backend.
@@ -83,10 +86,14 @@ impl QemuSpec {
 
         // Console into a log file: kept for the failure report, followed by --box-console.
         a.push("-chardev".into());
-        a.push(with_path(
-            "file,id=console,path=",
-            self.console_log.as_os_str(),
-        ));
+        a.push(if self.console_on_terminal {
+            with_path(
+                "stdio,id=console,mux=on,signal=off,logfile=",
+                self.console_log.as_os_str(),
+            )
+        } else {
+            with_path("file,id=console,path=", self.console_log.as_os_str())
+        });
         a.push("-serial".into());
         a.push("chardev:console".into());
 
@@ -171,6 +178,7 @@ mod tests {
             scratch: Some("/run/s.img".into()),
             network: true,
             console_log: "/run/c.log".into(),
+            console_on_terminal: false,
             agent_socket: "/run/agent.sock".into(),
             qmp_socket: "/run/qmp.sock".into(),
             share_args: vec![],
