@@ -10,6 +10,7 @@ mod fetch;
 mod guest_setup;
 mod library;
 mod output;
+mod plugin_box;
 mod run;
 mod rundir;
 mod scratch;

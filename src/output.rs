@@ -80,11 +80,18 @@ fn strip_escapes(text: &str) -> String {
     out
 }
 
-/// Copies what QEMU appends to the console log onto stderr until `stop` is set; the last
-/// read after `stop` catches what was written until then.
+#[derive(Debug, Clone, Copy)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// Copies what QEMU appends to the console log onto `stream` until `stop` is set; the
+/// last read after `stop` catches what was written until then.
 pub fn follow_console(
     path: std::path::PathBuf,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    stream: Stream,
 ) -> std::thread::JoinHandle<()> {
     use std::sync::atomic::Ordering;
     std::thread::spawn(move || {
@@ -99,7 +106,10 @@ pub fn follow_console(
                             break;
                         }
                         offset += n as u64;
-                        let _ = io::stderr().write_all(&buf[..n]);
+                        let _ = match stream {
+                            Stream::Stdout => io::stdout().write_all(&buf[..n]),
+                            Stream::Stderr => io::stderr().write_all(&buf[..n]),
+                        };
                     }
                 }
             }

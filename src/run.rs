@@ -19,7 +19,7 @@ use crate::vm::accel::{self, Accel};
 use crate::vm::arch::{self, ArchProfile};
 use crate::vm::qemu::QemuSpec;
 use crate::vm::{overlay, process, qmp};
-use crate::{guest_setup, scratch};
+use crate::{guest_setup, plugin_box, scratch};
 use guest_agent::protocol::{Job, Mount, Status, PROTOCOL_VERSION};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixListener;
@@ -108,7 +108,7 @@ pub fn build(opts: &BuildOptions, ui: Ui) -> Result<u8> {
     } else {
         Backend::NineP
     };
-    let mut share_backend = share::backend(shared_dirs, choice)?;
+    let mut share_backend = share::backend(shared_dirs.clone(), choice)?;
     let refresh = if opts.no_update_check {
         Refresh::Never
     } else {
@@ -117,7 +117,37 @@ pub fn build(opts: &BuildOptions, ui: Ui) -> Result<u8> {
     let library = Library::open(ui, refresh, signals.clone())?;
     let the_box = library.ready(box_ref, arch, !opts.no_update_check)?;
     ui.detail(&format!("box {} from {}", the_box.name, the_box.source));
-    let Protocol::BoxbuildAgent = the_box.settings.protocol;
+    let plugin = the_box.settings.protocol == Protocol::KiwiBoxedPlugin;
+    let cmdline = if plugin {
+        // The plugin's boxes mount fixed tags and take the arguments on the kernel
+        // command line; refused arguments stop the run before anything boots.
+        for dir in &mut shared_dirs {
+            dir.tag = match dir.tag.as_str() {
+                "description" => plugin_box::TAG_DESCRIPTION,
+                "target" => plugin_box::TAG_BUNDLE,
+                _ => plugin_box::TAG_CUSTOM,
+            }
+            .to_string();
+        }
+        let line = plugin_box::cmdline(&plugin_box::Request {
+            base: &the_box.version.cmdline,
+            kiwi: plugin_box::kiwi_words(&args.rest),
+            backend: choice,
+            kiwi_version: opts.kiwi_version.as_deref(),
+            custom_path: shared_dirs
+                .iter()
+                .find(|d| d.tag == plugin_box::TAG_CUSTOM)
+                .map(|d| d.host.as_path()),
+            keep_open: opts.box_debug,
+        })?;
+        share_backend = share::backend(shared_dirs, choice)?;
+        if plugin_box::clear_stale_result(&args.target)? {
+            ui.detail("removed the result.code of an earlier run");
+        }
+        line
+    } else {
+        the_box.version.cmdline.clone()
+    };
     let memory_mib = match opts
         .box_memory
         .as_deref()
@@ -230,14 +260,21 @@ pub fn build(opts: &BuildOptions, ui: Ui) -> Result<u8> {
         scratch,
         network,
         console: console.clone(),
+        protocol: the_box.settings.protocol,
+        cmdline,
     };
     // Declared after the run dir: dropped (stopped) before it is removed.
     let _helpers = share_backend.prepare(&run_dir)?;
     let share = share_backend.as_ref();
     let job = job(opts, &the_box, &args, share, &machine, ca_certs);
+    let started_at = std::time::SystemTime::now();
     let mut session = Session::start(opts, ui, &run_dir, &the_box, &machine, share, &signals)?;
     session.invoked = invoked;
-    session.drive(opts, ui, &job, &args.target, &signals)
+    if plugin {
+        session.drive_plugin(opts, &args.target, started_at, &signals)
+    } else {
+        session.drive(opts, ui, &job, &args.target, &signals)
+    }
 }
 
 struct Machine {
@@ -252,6 +289,9 @@ struct Machine {
     network: bool,
     /// The guest's console device name, e.g. ttyS0.
     console: String,
+    protocol: Protocol,
+    /// The kernel command line.
+    cmdline: String,
 }
 
 /// What the agent is asked to do: the builder's argv (the box's command, with
@@ -320,8 +360,8 @@ struct Session<'a> {
     run_dir: &'a RunDir,
     qemu: Child,
     control: Option<qmp::Control>,
-    agent_writer: std::os::unix::net::UnixStream,
-    events: mpsc::Receiver<AgentEvent>,
+    /// The agent's channel: writer and events; None for boxes without an agent.
+    agent: Option<(std::os::unix::net::UnixStream, mpsc::Receiver<AgentEvent>)>,
     /// When boxbuild was invoked and when QEMU was started.
     invoked: Instant,
     started: Instant,
@@ -364,7 +404,11 @@ impl<'a> Session<'a> {
         signals: &SignalWatch,
     ) -> Result<Session<'a>> {
         let (qmp_listener, qmp_socket) = bind(run_dir, "qmp.sock")?;
-        let (agent_listener, agent_socket) = bind(run_dir, "agent.sock")?;
+        let with_agent = machine.protocol == Protocol::BoxbuildAgent;
+        let agent_listener = match with_agent {
+            true => Some(bind(run_dir, "agent.sock")?),
+            false => None,
+        };
         let spec = QemuSpec {
             profile: machine.profile,
             accel: machine.accel,
@@ -374,13 +418,14 @@ impl<'a> Session<'a> {
             cpus: machine.cpus,
             kernel: the_box.kernel.clone(),
             initrd: the_box.initrd.clone(),
-            cmdline: the_box.version.cmdline.clone(),
+            cmdline: machine.cmdline.clone(),
             disk: machine.root_disk.clone(),
             scratch: machine.scratch.clone(),
             network: machine.network,
             console_log: run_dir.path("console.log"),
             console_on_terminal: opts.box_debug,
-            agent_socket,
+            agent_socket: agent_listener.as_ref().map(|(_, path)| path.clone()),
+            virtconsole: !with_agent,
             qmp_socket,
             share_args: share.qemu_args(machine.profile, machine.memory_mib),
         };
@@ -397,8 +442,16 @@ impl<'a> Session<'a> {
             ));
         }
         let console_stop = Arc::new(AtomicBool::new(false));
-        let console_follower = (opts.box_console && !opts.box_debug)
-            .then(|| output::follow_console(spec.console_log.clone(), console_stop.clone()));
+        // The plugin's boxes print the build on their console: it is the build's output.
+        let console_target = match (opts.box_debug, with_agent, opts.box_console) {
+            (true, _, _) => None,
+            (false, false, _) => Some(output::Stream::Stdout),
+            (false, true, true) => Some(output::Stream::Stderr),
+            (false, true, false) => None,
+        };
+        let console_follower = console_target.map(|stream| {
+            output::follow_console(spec.console_log.clone(), console_stop.clone(), stream)
+        });
         let started = Instant::now();
         let mut qemu = process::spawn(
             machine.profile.qemu_binary,
@@ -419,8 +472,11 @@ impl<'a> Session<'a> {
             )?;
             let control = qmp::Control::handshake(qmp_stream)
                 .map_err(|e| Error::setup(format!("QMP handshake with QEMU failed: {e}")))?;
+            let Some((agent_listener, _)) = &agent_listener else {
+                return Ok((control, None));
+            };
             let agent_stream = agent::accept(
-                &agent_listener,
+                agent_listener,
                 "agent",
                 &mut qemu,
                 CONNECT_TIMEOUT,
@@ -429,9 +485,11 @@ impl<'a> Session<'a> {
             let agent_writer = agent_stream
                 .try_clone()
                 .map_err(|e| Error::setup(format!("agent socket: {e}")))?;
-            Ok((control, agent_stream, agent_writer))
+            let (tx, events) = mpsc::channel();
+            agent::spawn_reader(agent_stream, tx, |e| e);
+            Ok((control, Some((agent_writer, events))))
         })();
-        let (control, agent_stream, agent_writer) = match connected {
+        let (control, agent) = match connected {
             Ok(connected) => connected,
             Err(e) => {
                 process::stop(&mut qemu, Duration::ZERO);
@@ -442,14 +500,11 @@ impl<'a> Session<'a> {
                 return Err(with_qemu_log(e, run_dir));
             }
         };
-        let (tx, events) = mpsc::channel();
-        agent::spawn_reader(agent_stream, tx, |e| e);
         Ok(Session {
             run_dir,
             qemu,
             control: Some(control),
-            agent_writer,
-            events,
+            agent,
             invoked: started,
             started,
             accel: machine.accel,
@@ -489,6 +544,45 @@ impl<'a> Session<'a> {
         }
     }
 
+    /// A box of KIWI's Python plugin: it runs kiwi by itself and powers off; the exit code
+    /// is the `result.code` it wrote into the target dir during this run.
+    fn drive_plugin(
+        mut self,
+        opts: &BuildOptions,
+        target: &Path,
+        started_at: std::time::SystemTime,
+        signals: &SignalWatch,
+    ) -> Result<u8> {
+        let deadline = opts.timeout.map(|t| (self.started + t, t));
+        let exit = loop {
+            if let Some(sig) = signals.pending() {
+                return Err(Error::Interrupted(sig));
+            }
+            if let Ok(Some(exit)) = self.qemu.try_wait() {
+                break exit;
+            }
+            if let Some((when, limit)) = deadline {
+                if Instant::now() > when {
+                    return Err(Error::Timeout {
+                        after: humantime::format_duration(limit).to_string(),
+                        details: self.console_tail(),
+                    });
+                }
+            }
+            std::thread::sleep(TICK);
+        };
+        match plugin_box::read_result(target, started_at) {
+            Ok(code) => Ok(code),
+            Err(reason) => {
+                let mut failure = self.failure(exit);
+                if let Error::BoxFailed { reason: r, .. } = &mut failure {
+                    *r = format!("{reason} ({r})");
+                }
+                Err(failure)
+            }
+        }
+    }
+
     fn console_tail(&self) -> String {
         output::tail(&self.run_dir.path("console.log"), CONSOLE_TAIL_LINES)
     }
@@ -509,7 +603,8 @@ impl<'a> Session<'a> {
         let mut agent_closed = false;
         let mut qemu_exited: Option<(std::process::ExitStatus, Instant)> = None;
         loop {
-            match self.events.recv_timeout(TICK) {
+            let (agent_writer, events) = self.agent.as_mut().expect("agent boxes have a channel");
+            match events.recv_timeout(TICK) {
                 Ok(AgentEvent::Hello { version, agent }) => {
                     if version != PROTOCOL_VERSION {
                         return Err(Error::BoxFailed {
@@ -525,7 +620,7 @@ impl<'a> Session<'a> {
                     ));
                     greeted = true;
                     *output = Some(BuildOutput::create(target)?);
-                    agent::send_job(&mut self.agent_writer, job).map_err(|e| Error::BoxFailed {
+                    agent::send_job(agent_writer, job).map_err(|e| Error::BoxFailed {
                         reason: format!("cannot send the job to the agent: {e}"),
                         details: self.console_tail(),
                     })?;

@@ -82,6 +82,9 @@ pub enum Protocol {
     /// boxbuild's guest agent on a virtio-serial port (docs/guest-agent.md).
     #[default]
     BoxbuildAgent,
+    /// The kernel-command-line protocol of KIWI's Python boxbuild plugin, for the boxes
+    /// published for it (docs/plugin-boxes.md).
+    KiwiBoxedPlugin,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -210,7 +213,9 @@ impl Catalog {
                 ));
             }
             for v in &entry.versions {
-                if entry.settings(v).builder.is_empty() {
+                let settings = entry.settings(v);
+                // The plugin's boxes run kiwi by themselves.
+                if settings.builder.is_empty() && settings.protocol == Protocol::BoxbuildAgent {
                     return bad(format!(
                         "box '{name}' {}: no builder command (set builder for the box or the version)",
                         v.version

@@ -28,7 +28,11 @@ pub struct QemuSpec {
     /// `--box-debug`: the console on boxbuild's terminal (and still logged), with QEMU's
     /// Ctrl-A escapes; otherwise only in the log.
     pub console_on_terminal: bool,
-    pub agent_socket: PathBuf,
+    /// The agent's channel; None for boxes of KIWI's Python plugin, which have no agent.
+    pub agent_socket: Option<PathBuf>,
+    /// The console on a virtio console (hvc0, as the Python plugin's boxes expect)
+    /// instead of the machine's serial port.
+    pub virtconsole: bool,
     pub qmp_socket: PathBuf,
     /// Arguments of the sharing backend.
     pub share_args: Vec<OsString>,
@@ -94,8 +98,10 @@ impl QemuSpec {
         } else {
             with_path("file,id=console,path=", self.console_log.as_os_str())
         });
-        a.push("-serial".into());
-        a.push("chardev:console".into());
+        if !self.virtconsole {
+            a.push("-serial".into());
+            a.push("chardev:console".into());
+        }
 
         // Control and agent channels: boxbuild listens, QEMU connects.
         a.push("-chardev".into());
@@ -107,19 +113,22 @@ impl QemuSpec {
         a.push("chardev=qmp,mode=control".into());
         a.push("-device".into());
         a.push(p.virtio("virtio-serial").into());
-        a.push("-chardev".into());
-        a.push(with_path(
-            "socket,id=agent,path=",
-            self.agent_socket.as_os_str(),
-        ));
-        a.push("-device".into());
-        a.push(
-            format!(
-                "virtserialport,chardev=agent,name={}",
-                guest_agent::protocol::PORT_NAME
-            )
-            .into(),
-        );
+        if self.virtconsole {
+            a.push("-device".into());
+            a.push("virtconsole,chardev=console".into());
+        }
+        if let Some(agent_socket) = &self.agent_socket {
+            a.push("-chardev".into());
+            a.push(with_path("socket,id=agent,path=", agent_socket.as_os_str()));
+            a.push("-device".into());
+            a.push(
+                format!(
+                    "virtserialport,chardev=agent,name={}",
+                    guest_agent::protocol::PORT_NAME
+                )
+                .into(),
+            );
+        }
 
         if let Some(disk) = &self.disk {
             a.push("-drive".into());
@@ -179,7 +188,8 @@ mod tests {
             network: true,
             console_log: "/run/c.log".into(),
             console_on_terminal: false,
-            agent_socket: "/run/agent.sock".into(),
+            agent_socket: Some("/run/agent.sock".into()),
+            virtconsole: false,
             qmp_socket: "/run/qmp.sock".into(),
             share_args: vec![],
         }

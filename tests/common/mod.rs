@@ -42,7 +42,13 @@ pub fn foreign_arch() -> &'static str {
 }
 
 fn build_tiny_box(arch: &str) -> PathBuf {
-    build_box("tiny", arch)
+    build_box("tiny", arch, &[])
+}
+
+/// The tiny box speaking the guest protocol of KIWI's Python plugin (box `tiny-plugin`).
+pub fn plugin_box_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| build_box("tiny", std::env::consts::ARCH, &["--plugin"]))
 }
 
 /// The Debian kiwi box: the one scripts/install.sh built, if it is current, else one
@@ -61,16 +67,18 @@ pub fn debian_box_dir() -> &'static Path {
         if current.as_deref().map(str::trim) == Some(recipe_stamp("debian").as_str()) {
             return installed;
         }
-        build_box("debian", arch)
+        build_box("debian", arch, &[])
     })
 }
 
 /// Builds boxes/RECIPE for ARCH into target/test-boxes, unless a build from the same
 /// recipe and agent is there already.
-fn build_box(recipe: &str, arch: &str) -> PathBuf {
-    let dir = repo_root()
-        .join("target/test-boxes")
-        .join(format!("{recipe}-{arch}"));
+fn build_box(recipe: &str, arch: &str, options: &[&str]) -> PathBuf {
+    let variant: String = options.iter().map(|o| o.trim_start_matches('-')).collect();
+    let dir = repo_root().join("target/test-boxes").join(format!(
+        "{recipe}{}{variant}-{arch}",
+        if variant.is_empty() { "" } else { "-" }
+    ));
     fs::create_dir_all(dir.parent().unwrap()).unwrap();
     let lock = fs::File::create(dir.with_extension("lock")).unwrap();
     // SAFETY: flock on an open file descriptor.
@@ -84,6 +92,7 @@ fn build_box(recipe: &str, arch: &str) -> PathBuf {
         let status = Command::new(repo_root().join(format!("boxes/{recipe}/build.sh")))
             .arg(&dir)
             .args(["--arch", arch])
+            .args(options)
             .status()
             .unwrap_or_else(|e| panic!("run boxes/{recipe}/build.sh: {e}"));
         assert!(status.success(), "building the {recipe} {arch} box failed");
