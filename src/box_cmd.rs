@@ -334,12 +334,12 @@ fn verify(library: &Library, names: &[String]) -> Result<u8> {
         let mut damage = Vec::new();
         for f in &c.manifest.files {
             let path = c.dir.join(&f.file);
+            let expected = f.file_sha256.as_ref().unwrap_or(&f.sha256);
             match crate::fetch::sha256_file(&path) {
-                Ok(digest) if digest == f.sha256 => {}
+                Ok(digest) if &digest == expected => {}
                 Ok(digest) => damage.push(format!(
-                    "{}: sha256 {digest}, expected {}",
+                    "{}: sha256 {digest}, expected {expected}",
                     f.role.name(),
-                    f.sha256
                 )),
                 Err(e) => damage.push(format!("{}: {e}", f.role.name())),
             }

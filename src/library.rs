@@ -14,6 +14,7 @@ pub struct Library {
     pub catalogs: Vec<Catalog>,
     pub ui: Ui,
     pub signals: SignalWatch,
+    refresh: Refresh,
 }
 
 impl Library {
@@ -32,6 +33,7 @@ impl Library {
             catalogs,
             ui,
             signals,
+            refresh,
         })
     }
 
@@ -48,9 +50,35 @@ impl Library {
         catalog::find(&self.catalogs, box_ref, arch)
     }
 
+    /// A box no catalog names may be one of KIWI's Python plugin (its configuration file,
+    /// else its public boxes): its catalog entry is made from the server's files.
+    fn add_plugin_box(&mut self, name: &str, arch: &str) -> Result<()> {
+        if catalog::catalog_for(&self.catalogs, name).is_some() {
+            return Ok(());
+        }
+        let interval = catalog::update_check_interval(&self.catalogs)?.as_secs();
+        let refresh = self.refresh;
+        let ui = self.ui;
+        let found = catalog::plugin_config::catalog_for(
+            name,
+            arch,
+            &self.http,
+            &self.store.catalogs_dir(),
+            |age| match refresh {
+                Refresh::Now => true,
+                Refresh::Never => false,
+                Refresh::WhenDue => age >= interval,
+            },
+            |message| ui.warn(message),
+        )?;
+        self.catalogs.extend(found);
+        Ok(())
+    }
+
     /// The box for a build: pinned, else the newest at hand (saying so when the catalog
     /// has a newer one and `tell_newer`), fetched if needed, held until dropped.
-    pub fn ready(&self, box_ref: &str, arch: &str, tell_newer: bool) -> Result<Ready> {
+    pub fn ready(&mut self, box_ref: &str, arch: &str, tell_newer: bool) -> Result<Ready> {
+        self.add_plugin_box(catalog::parse_box_ref(box_ref).0, arch)?;
         let found = self.find(box_ref, arch)?;
         let (version, newer) = store::choose(&self.store, &found)?;
         if let (Some(newer), true) = (newer, tell_newer) {

@@ -114,7 +114,7 @@ pub fn build(opts: &BuildOptions, ui: Ui) -> Result<u8> {
     } else {
         Refresh::WhenDue
     };
-    let library = Library::open(ui, refresh, signals.clone())?;
+    let mut library = Library::open(ui, refresh, signals.clone())?;
     let the_box = library.ready(box_ref, arch, !opts.no_update_check)?;
     ui.detail(&format!("box {} from {}", the_box.name, the_box.source));
     let plugin = the_box.settings.protocol == Protocol::KiwiBoxedPlugin;

@@ -121,3 +121,169 @@ fn arguments_the_protocol_cannot_carry_are_refused_before_booting() {
     }
     assert!(env.leftover_run_dirs().is_empty());
 }
+
+/// The test box in the layout the plugin's boxes are published in: a Kernel.tar.xz with
+/// `*.kernel` and `*.initrd`, the System.qcow2, `.sha256` sidecars and a packages file.
+fn publish_like_the_plugin(www: &std::path::Path, packages: &str) {
+    let images = www.join("images");
+    fs::create_dir_all(&images).unwrap();
+    let stage = www.join("stage");
+    fs::create_dir_all(&stage).unwrap();
+    let arch = std::env::consts::ARCH;
+    fs::copy(
+        plugin_box_dir().join("kernel"),
+        stage.join(format!("Tiny-Box.{arch}-1.0.kernel")),
+    )
+    .unwrap();
+    fs::copy(
+        plugin_box_dir().join("initrd"),
+        stage.join(format!("Tiny-Box.{arch}-1.0.initrd")),
+    )
+    .unwrap();
+    let tarball = images.join(format!("Tiny-Box.{arch}-Kernel.tar.xz"));
+    let status = Command::new("tar")
+        .arg("-cJf")
+        .arg(&tarball)
+        .arg("-C")
+        .arg(&stage)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let qcow2 = images.join(format!("Tiny-Box.{arch}-System.qcow2"));
+    fs::copy(plugin_box_dir().join("disk.qcow2"), &qcow2).unwrap();
+    for file in [&tarball, &qcow2] {
+        let out = Command::new("sha256sum")
+            .arg(file)
+            .current_dir(&images)
+            .output()
+            .unwrap();
+        let line = String::from_utf8(out.stdout).unwrap();
+        let digest = line.split_whitespace().next().unwrap();
+        let name = file.file_name().unwrap().to_str().unwrap();
+        fs::write(
+            images.join(format!("{name}.sha256")),
+            format!("{digest}  {name}\n"),
+        )
+        .unwrap();
+    }
+    fs::write(
+        images.join(format!("Tiny-Box.{arch}-System.json")),
+        packages,
+    )
+    .unwrap();
+}
+
+fn plugin_config(source: &str) -> String {
+    let arch = std::env::consts::ARCH;
+    format!(
+        "box:\n  - name: plugbox\n    mem_mb: 256M\n    processors: 1\n    console: hvc0\n    arch:\n      - name: {arch}\n        cmdline:\n          - root=/dev/vda\n          - init=/sbin/plugin-init\n          - panic=-1\n        source: {source}\n        packages_file: Tiny-Box.{arch}-System.json\n        boxfiles:\n          - Tiny-Box.{arch}-Kernel.tar.xz\n          - Tiny-Box.{arch}-System.qcow2\n        use_initrd: true\n"
+    )
+}
+
+#[test]
+fn a_box_from_kiwi_boxed_plugin_yml_is_fetched_by_its_packages_file_and_built_in() {
+    let env = Env::new();
+    let www = env.tmp.path().join("www");
+    publish_like_the_plugin(&www, "{\"packages\": 1}\n");
+    let server = common::http::HttpServer::start(&www);
+    let config = env.tmp.path().join("boxes.yml");
+    fs::write(&config, plugin_config(&server.url("images"))).unwrap();
+    let empty = env.tmp.path().join("empty.toml");
+    fs::write(&empty, "").unwrap();
+    let cache = env.tmp.path().join("kiwi-boxes");
+    fs::create_dir_all(&cache).unwrap();
+    env.script("echo from-the-plugin-box; exit 4\n");
+    let build = || {
+        let mut c = env.boxbuild();
+        c.env("BOXBUILD_CONFIG", &empty)
+            .env("KIWI_BOXED_PLUGIN_CFG", &config)
+            .env("KIWI_BOXED_CACHE_DIR", &cache)
+            .env("BOXBUILD_UPDATE_CHECK_INTERVAL", "0")
+            .args(["--no-accel", "--box", "plugbox", "--"])
+            .arg("--description")
+            .arg(&env.desc)
+            .arg("--target-dir")
+            .arg(&env.out);
+        c.output().unwrap()
+    };
+    let fetched = |server: &common::http::HttpServer| -> Vec<String> {
+        server
+            .log()
+            .into_iter()
+            .map(|l| l.path)
+            .filter(|p| p.ends_with(".qcow2") || p.ends_with(".tar.xz"))
+            .collect()
+    };
+
+    let out = build();
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(stdout(&out).contains("from-the-plugin-box"));
+    assert_eq!(fetched(&server).len(), 2, "{:?}", fetched(&server));
+    // The plugin's cache dir holds the box.
+    assert!(cache.join("boxes/plugbox").is_dir());
+
+    // Same packages file: the box files are not fetched again.
+    let out = build();
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert_eq!(fetched(&server).len(), 2);
+
+    // A new packages file marks a new box: fetched again, as a new version.
+    publish_like_the_plugin(&www, "{\"packages\": 2}\n");
+    let out = build();
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert_eq!(fetched(&server).len(), 4);
+    let versions = fs::read_dir(cache.join(format!("boxes/plugbox/{}", std::env::consts::ARCH)))
+        .unwrap()
+        .count();
+    assert_eq!(versions, 2);
+}
+
+#[test]
+fn kiwi_boxed_plugin_yml_is_found_where_the_plugin_looks_and_errors_name_it() {
+    let env = Env::new();
+    let broken = "box:\n  - name: plugbox\n    arch: 3\n";
+    let run = |extra_env: &[(&str, &std::path::Path)]| {
+        let mut c = env.boxbuild();
+        for (k, v) in extra_env {
+            c.env(k, v);
+        }
+        c.args(["--no-accel", "--box", "plugbox", "--", "--description"])
+            .arg(&env.desc)
+            .arg("--target-dir")
+            .arg(&env.out);
+        c.output().unwrap()
+    };
+    // $KIWI_BOXED_PLUGIN_CFG
+    let named = env.tmp.path().join("named.yml");
+    fs::write(&named, broken).unwrap();
+    let out = run(&[("KIWI_BOXED_PLUGIN_CFG", &named)]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        stderr(&out).contains(&format!("{}:3:", named.display())),
+        "{}",
+        stderr(&out)
+    );
+    // ~/.config/kiwi/kiwi_boxed_plugin.yml (HOME is the test's)
+    let home_file = env
+        .tmp
+        .path()
+        .join("home/.config/kiwi/kiwi_boxed_plugin.yml");
+    fs::create_dir_all(home_file.parent().unwrap()).unwrap();
+    fs::write(&home_file, broken).unwrap();
+    let out = run(&[]);
+    assert!(
+        stderr(&out).contains(".config/kiwi/kiwi_boxed_plugin.yml:3:"),
+        "{}",
+        stderr(&out)
+    );
+    // ./kiwi_boxed_plugin.yml comes before the home one.
+    fs::write(env.tmp.path().join("kiwi_boxed_plugin.yml"), broken).unwrap();
+    let out = run(&[]);
+    let err = stderr(&out);
+    assert!(
+        err.contains("kiwi_boxed_plugin.yml:3:") && !err.contains(".config/kiwi"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+}

@@ -71,6 +71,9 @@ packages=(
   sshfs fuse3
 )
 
+# The box boots with boxbuild's own initrd: Debian's initramfs is not built (under
+# emulation, for another architecture, that alone takes minutes).
+#
 # The host's extra CAs let pip reach PyPI through TLS-re-signing networks during the
 # build. They are removed again afterwards: boxbuild passes the user's CAs at run time,
 # so a published box carries none of the build machine's.
@@ -83,6 +86,10 @@ mmdebstrap --variant=apt --architectures="$darch" --format=ext2 \
   --include="$(IFS=,; echo "${packages[*]}")" \
   --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*' \
   --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
+  --essential-hook='chroot "$1" dpkg-divert --quiet --local --rename --add /usr/sbin/update-initramfs' \
+  --essential-hook='ln -s /bin/true "$1/usr/sbin/update-initramfs"' \
+  --customize-hook='rm "$1/usr/sbin/update-initramfs"' \
+  --customize-hook='chroot "$1" dpkg-divert --quiet --local --rename --remove /usr/sbin/update-initramfs' \
   --customize-hook="mkdir -p \"\$1/usr/local/share/ca-certificates/boxbuild-build\"" \
   --customize-hook="copy-in $certs/. /usr/local/share/ca-certificates/boxbuild-build/" \
   --customize-hook='chroot "$1" update-ca-certificates >/dev/null' \

@@ -1,9 +1,10 @@
 //! Where boxes are described: catalogs (TOML), searched in a fixed order; the first catalog
 //! that names a box wins for that box. Format and order: docs/catalog.md.
 
+pub mod plugin_config;
 mod sources;
 
-pub use sources::{load_all, LoadPolicy, Refresh};
+pub use sources::{load_all, update_check_interval, LoadPolicy, Refresh};
 
 use crate::error::{Error, Result};
 use reqwest::Url;
@@ -147,6 +148,9 @@ pub struct FileRef {
     pub size: Option<u64>,
     /// Verified while the file is fetched and by `box verify`; required with `url`.
     pub sha256: Option<String>,
+    /// The fetched file is a tar archive (e.g. the Python plugin's `*-Kernel.tar.xz`) and
+    /// this role's file is its one member matching this pattern, e.g. `*.kernel`.
+    pub member: Option<String>,
 }
 
 /// Where a box file comes from.

@@ -75,8 +75,15 @@ pub struct ManifestFile {
     /// File name inside the version directory.
     pub file: String,
     pub size: u64,
+    /// The digest of what was fetched (for a member of an archive: the archive's).
     pub sha256: String,
     pub url: String,
+    /// For a file taken out of a fetched archive: the member's name pattern and the
+    /// digest of the file itself, which `box verify` checks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_sha256: Option<String>,
 }
 
 impl Manifest {
@@ -104,10 +111,14 @@ pub struct Store {
 }
 
 impl Store {
-    /// `$BOXBUILD_CACHE_DIR`, else the user's cache dir (`$XDG_CACHE_HOME/boxbuild`).
+    /// `$BOXBUILD_CACHE_DIR`, else the Python plugin's `$KIWI_BOXED_CACHE_DIR`, else the
+    /// user's cache dir (`$XDG_CACHE_HOME/boxbuild`).
     pub fn open() -> Result<Store> {
-        let root = match std::env::var_os("BOXBUILD_CACHE_DIR") {
-            Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        let chosen = ["BOXBUILD_CACHE_DIR", "KIWI_BOXED_CACHE_DIR"]
+            .iter()
+            .find_map(|name| std::env::var_os(name).filter(|dir| !dir.is_empty()));
+        let root = match chosen {
+            Some(dir) => PathBuf::from(dir),
             _ => dirs::cache_dir()
                 .map(|d| d.join("boxbuild"))
                 .ok_or_else(|| {

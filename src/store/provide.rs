@@ -214,17 +214,37 @@ fn fetch_and_install(
             .as_deref()
             .expect("validated: fetched files have a digest");
         // The digest in the name: a file staged for other content is never taken for this.
-        let dest = staging.join(format!("{}.{}", role.name(), &sha256[..16]));
-        let done = fs::metadata(&dest).is_ok_and(|m| file.size.is_none_or(|s| s == m.len()));
+        // Roles taken from the same archive share one download.
+        let fetched = staging.join(format!("fetched.{}", &sha256[..16]));
+        let done = fs::metadata(&fetched)
+            .is_ok_and(|m| file.member.is_some() || file.size.is_none_or(|s| s == m.len()));
         if !done {
             fetcher.fetch(&Download {
                 url: &url,
-                dest: dest.clone(),
-                size: file.size,
+                dest: fetched.clone(),
+                size: if file.member.is_some() {
+                    None
+                } else {
+                    file.size
+                },
                 sha256,
                 label: format!("box {key}: {}", role.name()),
             })?;
         }
+        let dest = staging.join(role.name());
+        let file_sha256 = match &file.member {
+            Some(pattern) => {
+                extract_member(&fetched, pattern, &dest)
+                    .map_err(|e| Error::setup(format!("box {key}: {}: {e}", role.name())))?;
+                Some(crate::fetch::sha256_file(&dest).context(|| dest.display().to_string())?)
+            }
+            None => {
+                fs::hard_link(&fetched, &dest)
+                    .or_else(|_| fs::copy(&fetched, &dest).map(|_| ()))
+                    .context(|| dest.display().to_string())?;
+                None
+            }
+        };
         let size = fs::metadata(&dest)
             .context(|| dest.display().to_string())?
             .len();
@@ -236,11 +256,45 @@ fn fetch_and_install(
                 size,
                 sha256: sha256.to_ascii_lowercase(),
                 url: url.to_string(),
+                member: file.member.clone(),
+                file_sha256,
             },
         ));
     }
     install(store, key, files)?;
     let _ = fs::remove_dir_all(&staging);
+    Ok(())
+}
+
+/// Takes the one member of a tar archive (compressed or not) that matches `pattern`.
+fn extract_member(archive: &Path, pattern: &str, dest: &Path) -> std::result::Result<(), String> {
+    let listing = std::process::Command::new("tar")
+        .args(["-tf"])
+        .arg(archive)
+        .args(["--wildcards", pattern])
+        .output()
+        .map_err(|e| format!("cannot run tar: {e}"))?;
+    let names: Vec<String> = String::from_utf8_lossy(&listing.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    if !listing.status.success() || names.len() != 1 {
+        return Err(format!(
+            "the archive holds {} members matching '{pattern}', not one",
+            names.len()
+        ));
+    }
+    let out = fs::File::create(dest).map_err(|e| format!("{}: {e}", dest.display()))?;
+    let status = std::process::Command::new("tar")
+        .args(["-xOf"])
+        .arg(archive)
+        .arg(&names[0])
+        .stdout(out)
+        .status()
+        .map_err(|e| format!("cannot run tar: {e}"))?;
+    if !status.success() {
+        return Err(format!("tar could not extract {}", names[0]));
+    }
     Ok(())
 }
 
