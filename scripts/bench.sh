@@ -8,7 +8,11 @@
 # - no-op build: wall time of a whole build whose builder does nothing;
 # - peak memory (VmHWM) of the boxbuild process and of QEMU during a no-op build;
 # - the box cache (scripts/bench-cache.sh): cache hit vs re-hash, download throughput;
-# - sharing (scripts/bench-sharing.sh): large-file and small-file speed per backend.
+# - sharing (scripts/bench-sharing.sh): large-file and small-file speed per backend;
+# - the Debian kiwi box (scripts/bench-kiwi.sh): box build, boot, a real kiwi build through
+#   boxbuild and on the host (slow: tens of minutes under TCG; BENCH_KIWI=0 skips it);
+# - KIWI's Python plugin beside boxbuild on the same plugin-protocol box
+#   (scripts/bench-plugin.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-7}
@@ -75,6 +79,9 @@ qemu_version=$(qemu-system-$(uname -m) --version | head -n1)
 box_size=$(du -sh "$boxdir" | cut -f1)
 cache_section=$(scripts/bench-cache.sh 2048 "$(( runs < 3 ? runs : 3 ))")
 sharing_section=$(scripts/bench-sharing.sh)
+plugin_section=$(scripts/bench-plugin.sh 3)
+kiwi_section="(not measured in this run: BENCH_KIWI=0)"
+[ "${BENCH_KIWI:-1}" = 0 ] || kiwi_section=$(scripts/bench-kiwi.sh)
 cat >docs/benchmarks.md <<MD
 # Benchmarks
 
@@ -99,5 +106,17 @@ one day).
 $cache_section
 
 $sharing_section
+
+$kiwi_section
+
+## KIWI's Python plugin and boxbuild on the same box
+
+The same no-op build on \`tiny-plugin\`, a box speaking the plugin's guest protocol, both
+with the box already cached and no update check (\`scripts/bench-plugin.sh\`):
+
+$plugin_section
+
+The plugin's time includes starting kiwi's Python CLI, extracting the kernel and initrd
+from the box's tarball again, and QEMU's own exit; boxbuild's includes the same boot.
 MD
 cat docs/benchmarks.md

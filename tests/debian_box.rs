@@ -36,13 +36,9 @@ fn debian_build(
     c
 }
 
-#[test]
-fn kiwi_ng_answers_through_boxbuild() {
-    let env = Env::new();
-    let example = repo_root().join("examples/debian-tarball");
-    let out = debian_build(&env, &[], &example, &["--version"])
-        .output()
-        .unwrap();
+/// Runs a `--version` build and checks it succeeded and printed `version`.
+fn kiwi_says_its_version(mut build: Command, version: &str) {
+    let out = build.output().unwrap();
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -50,12 +46,19 @@ fn kiwi_ng_answers_through_boxbuild() {
         stdout(&out),
         stderr(&out)
     );
-    let version = recipe_kiwi_version();
     assert!(
         stdout(&out).contains(&format!("version {version}")),
         "kiwi-ng --version said: {}",
         stdout(&out)
     );
+}
+
+#[test]
+fn kiwi_ng_answers_through_boxbuild() {
+    let env = Env::new();
+    let example = repo_root().join("examples/debian-tarball");
+    let version = recipe_kiwi_version();
+    kiwi_says_its_version(debian_build(&env, &[], &example, &["--version"]), &version);
     let log = fs::read_to_string(env.out.join("result.log")).unwrap();
     assert!(log.contains(&version), "{log}");
     // The description is untouched and nothing but the log landed in the target dir.
@@ -72,20 +75,9 @@ fn kiwi_version_installs_that_kiwi_from_pypi_for_the_run() {
     let example = repo_root().join("examples/debian-tarball");
     let wanted = "11.1.5";
     assert_ne!(wanted, recipe_kiwi_version());
-    let out = debian_build(&env, &["--kiwi-version", wanted], &example, &["--version"])
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
-    assert!(
-        stdout(&out).contains(&format!("version {wanted}")),
-        "kiwi-ng --version said: {}",
-        stdout(&out)
+    kiwi_says_its_version(
+        debian_build(&env, &["--kiwi-version", wanted], &example, &["--version"]),
+        wanted,
     );
 }
 

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Benchmark of the Debian kiwi box: its build time and size, boot-to-ready, and the wall
+# time of the example kiwi build (examples/debian-tarball) through boxbuild beside the
+# same kiwi build run directly on the host (as root, kiwi from PyPI in a venv). One run
+# each, on one machine. Prints a Markdown section; scripts/bench.sh puts it into
+# docs/benchmarks.md.
+#
+#   scripts/bench-kiwi.sh [--arch aarch64]
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+arch=$(uname -m)
+[ "${1:-}" = --arch ] && arch=$2
+[ -x "$HOME/.cargo/bin/cargo" ] && export PATH=$HOME/.cargo/bin:$PATH
+(cd "$here" && cargo build --release --locked -q)
+boxbuild=$here/target/release/boxbuild
+kiwi_version=$(sed -n 's/.*KIWI_VERSION:-\([0-9.]*\)}.*/\1/p' "$here/boxes/debian/build.sh")
+work=$(mktemp -d "${TMPDIR:-/var/tmp}/bench-kiwi.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+now() { date +%s.%N; }
+since() { printf '%.0f' "$(echo "$(now) - $1" | bc -l)"; }
+minutes() { printf '%d min %02d s' $(($1 / 60)) $(($1 % 60)); }
+
+echo ">> building the Debian box ($arch)" >&2
+t0=$(now)
+"$here/boxes/debian/build.sh" "$work/box" --arch "$arch" >"$work/box-build.log" 2>&1 ||
+  { tail -n 30 "$work/box-build.log" >&2; exit 1; }
+box_build_s=$(since "$t0")
+disk_mib=$(( $(stat -c %s "$work/box/disk.qcow2") / 1048576 ))
+kernel_mib=$(( ($(stat -c %s "$work/box/kernel") + $(stat -c %s "$work/box/initrd")) / 1048576 ))
+virtual_gib=$(qemu-img info "$work/box/disk.qcow2" | sed -n 's/^virtual size: \([0-9.]* [A-Za-z]*\).*/\1/p')
+export BOXBUILD_CONFIG=$work/box/catalog.toml
+export BOXBUILD_CACHE_DIR=$work/cache
+
+echo ">> boot to ready, kiwi-ng --version" >&2
+t0=$(now)
+"$boxbuild" -v --no-accel --box debian --arch "$arch" -- --description "$here/examples/debian-tarball" \
+  --target-dir "$work/version" --version >"$work/version.log" 2>&1
+version_s=$(printf '%.1f' "$(echo "$(now) - $t0" | bc -l)")
+ready_s=$(sed -n 's/.*agent .* ready \([0-9.]*\)s after QEMU started.*/\1/p' "$work/version.log")
+started_s=$(sed -n 's/.*builder started \([0-9.]*\)s after.*/\1/p' "$work/version.log")
+
+echo ">> kiwi build of examples/debian-tarball through boxbuild" >&2
+t0=$(now)
+"$boxbuild" --no-accel --box debian --arch "$arch" -- --description "$here/examples/debian-tarball" \
+  --target-dir "$work/through-boxbuild" >"$work/boxbuild.log" 2>&1 ||
+  { tail -n 30 "$work/boxbuild.log" >&2; exit 1; }
+boxbuild_s=$(since "$t0")
+tarball=$(ls "$work"/through-boxbuild/*.tar.xz | head -n1)
+tarball_mib=$(( $(stat -c %s "$tarball") / 1048576 ))
+
+host_row="| the same kiwi build on the host (root, kiwi $kiwi_version in a venv) | not run: needs root and an $arch host |"
+if [ "$(id -u)" = 0 ] && [ "$arch" = "$(uname -m)" ]; then
+  venv=$here/target/kiwi-venv
+  [ -x "$venv/bin/kiwi-ng" ] || { python3 -m venv "$venv" && "$venv/bin/pip" install -q "kiwi==$kiwi_version"; } >&2
+  echo ">> the same kiwi build on the host" >&2
+  t0=$(now)
+  if "$venv/bin/kiwi-ng" system build --description "$here/examples/debian-tarball" \
+      --target-dir "$work/on-host" >"$work/host.log" 2>&1; then
+    host_row="| the same kiwi build on the host (root, kiwi $kiwi_version in a venv, native CPU) | $(minutes "$(since "$t0")") |"
+  else
+    host_row="| the same kiwi build on the host | failed: $(tail -n 1 "$work/host.log") |"
+  fi
+fi
+
+cat <<MD
+## The Debian kiwi box ($arch), one run each
+
+| figure | value |
+|---|---|
+| box build (\`boxes/debian/build.sh\`: mmdebstrap, kiwi $kiwi_version from PyPI, initrd, qcow2) | $(minutes "$box_build_s") |
+| box size: compressed qcow2 disk (virtual size $virtual_gib) / kernel + initrd | $disk_mib MiB / $kernel_mib MiB |
+| QEMU started -> agent ready (TCG) | $ready_s s |
+| boxbuild invoked -> \`kiwi-ng --version\` started / whole run | $started_s s / $version_s s |
+| kiwi build of \`examples/debian-tarball\` through boxbuild (TCG, 2 vCPUs, scratch disk) | $(minutes "$boxbuild_s") |
+$host_row
+
+The root tarball it builds is $tarball_mib MiB. Under TCG every instruction of apt, dpkg
+and xz is emulated, which is what the difference to the native build measures; with KVM
+the box runs at near-native speed. Where kiwi's root tree lives matters as much: the
+same build with the root tree on a 9p share took 36 min on this machine (FACTS.md),
+against the scratch disk used here.
+MD
