@@ -30,17 +30,25 @@ case "$arch" in
   aarch64) qemu_pkg=qemu-system-arm foreign=x86_64 foreign_deb=amd64 foreign_qemu=qemu-system-x86 ;;
   *) echo "unsupported host architecture $arch" >&2; exit 1 ;;
 esac
-if ! dpkg --print-foreign-architectures | grep -qx "$foreign_deb"; then
-  echo ">> adding the $foreign_deb package architecture (for cross-architecture boxes)"
-  $sudo dpkg --add-architecture "$foreign_deb"
-  $sudo apt-get update -q
-fi
+# Package architectures of the boxes for other architectures: their kernels, busybox and
+# libraries are fetched with apt-get download (nothing of them is installed).
+added=0
+for a in "$foreign_deb" s390x ppc64el; do
+  if ! dpkg --print-foreign-architectures | grep -qx "$a"; then
+    echo ">> adding the $a package architecture (for cross-architecture boxes)"
+    $sudo dpkg --add-architecture "$a"
+    added=1
+  fi
+done
+[ "$added" = 0 ] || $sudo apt-get update -q
 cross_gcc=gcc-${foreign//_/-}-linux-gnu
 # One package per apt-get call: a backported qemu-utils can conflict with the distribution's
 # QEMU, and apt then resolves each step on its own. qemu-system comes before qemu-utils.
 packages=("$qemu_pkg" qemu-utils qemu-system-common sshfs uidmap cpio e2fsprogs xz-utils
   gzip kmod ca-certificates curl gcc libc6-dev bc mmdebstrap genext2fs
-  "$foreign_qemu" rustc "libstd-rust-dev:$foreign_deb" "$cross_gcc" "libc6-dev-$foreign_deb-cross")
+  "$foreign_qemu" rustc "$cross_gcc" "libc6-dev-$foreign_deb-cross"
+  qemu-system-misc qemu-system-ppc gcc-s390x-linux-gnu libc6-dev-s390x-cross
+  gcc-powerpc64le-linux-gnu libc6-dev-ppc64el-cross)
 missing=()
 for p in "${packages[@]}"; do
   status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
@@ -52,6 +60,14 @@ if [ ${#missing[@]} -gt 0 ]; then
   for p in "${missing[@]}"; do
     $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$p"
   done
+fi
+# Rust's standard library for the other architecture: installed when multiarch allows it;
+# otherwise (library versions differing between the architectures' mirrors)
+# boxes/lib/build-agent.sh unpacks the same package into a private sysroot.
+if [ "$(dpkg-query -W -f='${Status}' "libstd-rust-dev:$foreign_deb" 2>/dev/null)" != "install ok installed" ]; then
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+    "libstd-rust-dev:$foreign_deb" ||
+    echo ">> libstd-rust-dev:$foreign_deb cannot be installed here; the agent's cross-build unpacks it privately"
 fi
 # The box recipes fetch Debian packages: they need a current package list.
 policy=$(apt-cache policy "linux-image-$(dpkg --print-architecture)" 2>/dev/null || true)

@@ -58,7 +58,11 @@ fn kiwi_ng_answers_through_boxbuild() {
     let env = Env::new();
     let example = repo_root().join("examples/debian-tarball");
     let version = recipe_kiwi_version();
-    kiwi_says_its_version(debian_build(&env, &[], &example, &["--version"]), &version);
+    kiwi_says_its_version(
+        debian_build(&env, &[], &example, &["--version"]),
+        &version,
+        0,
+    );
     let log = fs::read_to_string(env.out.join("result.log")).unwrap();
     assert!(log.contains(&version), "{log}");
     // The description is untouched and nothing but the log landed in the target dir.
@@ -75,9 +79,12 @@ fn kiwi_version_installs_that_kiwi_from_pypi_for_the_run() {
     let example = repo_root().join("examples/debian-tarball");
     let wanted = "11.1.5";
     assert_ne!(wanted, recipe_kiwi_version());
+    // kiwi 11.1.5's own `kiwi-ng --version` exits 1 (so it does on the host); boxbuild
+    // passes that on.
     kiwi_says_its_version(
         debian_build(&env, &["--kiwi-version", wanted], &example, &["--version"]),
         wanted,
+        1,
     );
 }
 
@@ -98,7 +105,7 @@ fn a_failing_kiwi_build_passes_its_exit_code_and_leaves_its_log() {
     );
     let log = fs::read_to_string(env.out.join("result.log")).unwrap();
     assert!(
-        log.contains("no-such-section") || log.contains("Schema validation"),
+        log.contains("KiwiDescriptionInvalid"),
         "result.log does not say why:\n{log}"
     );
     assert!(log.contains("kiwi-ng system build failed"), "{log}");

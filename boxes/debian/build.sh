@@ -115,7 +115,7 @@ if [ "$arch" = x86_64 ] && extract_pvh_vmlinux "$vmlinuz" "$out/kernel"; then
   console=ttyS0
 else
   cp "$vmlinuz" "$out/kernel"
-  console=$([ "$arch" = aarch64 ] && echo ttyAMA0 || echo ttyS0)
+  console=$(console_of "$arch")
 fi
 mkdir -p "$work/kroot/lib"
 mv "$work/modules" "$work/kroot/lib/modules"
@@ -137,13 +137,6 @@ memory = "2G"
 cpus = 2
 scratch = "40G"
 
-[[boxes.debian.versions]]
-version = "$version"
-arch = "$arch"
-cmdline = "console=$console root=/dev/vda init=/usr/sbin/boxbuild-agent panic=-1 quiet"
-console = "$console"
-kernel = { path = "$out/kernel", size = $(size "$out/kernel"), sha256 = "$(sha256 "$out/kernel")" }
-initrd = { path = "$out/initrd", size = $(size "$out/initrd"), sha256 = "$(sha256 "$out/initrd")" }
-disk = { path = "$out/disk.qcow2", size = $(size "$out/disk.qcow2"), sha256 = "$(sha256 "$out/disk.qcow2")" }
+$(catalog_version debian "$version" "$arch" "console=$console root=/dev/vda init=/usr/sbin/boxbuild-agent panic=-1 quiet" "$console" "$out")
 TOML
 note "debian box ($arch, kiwi $kiwi_version) in $out: $(du -sh "$out" | cut -f1)"

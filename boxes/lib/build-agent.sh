@@ -26,20 +26,30 @@ if [ "$arch" = "$(uname -m)" ]; then
 fi
 
 darch=$(debian_arch "$arch")
-target=$arch-unknown-linux-gnu
+target=$(rust_target "$arch")
 rustc=${BOXBUILD_CROSS_RUSTC:-/usr/bin/rustc}
-linker=$arch-linux-gnu-gcc
+linker=$(gnu_triplet "$arch")-gcc
 [ -x "$rustc" ] || die "no $rustc: apt-get install rustc libstd-rust-dev:$darch (after dpkg --add-architecture $darch)"
-[ -d "$("$rustc" --print sysroot)/lib/rustlib/$target" ] ||
-  die "rustc has no standard library for $target: apt-get install libstd-rust-dev:$darch"
-command -v "$linker" >/dev/null || die "no $linker: apt-get install gcc-$arch-linux-gnu libc6-dev-$darch-cross"
+command -v "$linker" >/dev/null ||
+  die "no $linker: apt-get install gcc-$(gnu_triplet "$arch") libc6-dev-$darch-cross"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+sysroot=()
+if [ ! -d "$("$rustc" --print sysroot)/lib/rustlib/$target" ]; then
+  # Not installed (multiarch cannot co-install it when the architectures' library
+  # versions differ): the same rustc version's standard library, unpacked privately.
+  version=$(dpkg-query -W -f '${Version}' rustc 2>/dev/null || true)
+  note "unpacking libstd-rust-dev:$darch $version into a private sysroot"
+  (cd "$work" && apt-get download -q "libstd-rust-dev:$darch${version:+=$version}" >/dev/null) ||
+    die "rustc has no standard library for $target: apt-get install libstd-rust-dev:$darch"
+  dpkg-deb -x "$work"/libstd-rust-dev_*.deb "$work/sysroot"
+  sysroot=(--sysroot "$work/sysroot/usr")
+fi
 
 note "building the guest agent for $arch with $("$rustc" --version)"
 CARGO_PKG_VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' "$src/Cargo.toml" | head -n1)
 export CARGO_PKG_VERSION CARGO_PKG_NAME=guest-agent
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-common=(--edition 2021 --target "$target" -C opt-level=2 -C debuginfo=0)
+common=(--edition 2021 --target "$target" "${sysroot[@]}" -C opt-level=2 -C debuginfo=0)
 "$rustc" "${common[@]}" --crate-type rlib --crate-name guest_agent \
   "$src/src/lib.rs" -o "$work/libguest_agent.rlib"
 for bin in boxbuild-agent:src/main.rs box-test-builder:src/bin/box-test-builder.rs; do

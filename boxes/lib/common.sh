@@ -11,7 +11,37 @@ debian_arch() {
   case "$1" in
     x86_64) echo amd64 ;;
     aarch64) echo arm64 ;;
-    *) die "unsupported architecture $1 (use x86_64 or aarch64)" ;;
+    s390x) echo s390x ;;
+    ppc64le) echo ppc64el ;;
+    riscv64) echo riscv64 ;;
+    *) die "unsupported architecture $1 (use x86_64, aarch64, s390x, ppc64le or riscv64)" ;;
+  esac
+}
+
+# The GNU triplet of an architecture (cross toolchains are named after it).
+gnu_triplet() {
+  case "$1" in
+    ppc64le) echo powerpc64le-linux-gnu ;;
+    *) echo "$1-linux-gnu" ;;
+  esac
+}
+
+# The serial console QEMU's default machine of an architecture gives the guest.
+console_of() {
+  case "$1" in
+    aarch64) echo ttyAMA0 ;;
+    s390x) echo ttysclp0 ;;
+    ppc64le) echo hvc0 ;;
+    *) echo ttyS0 ;;
+  esac
+}
+
+# Rust's target name for an architecture.
+rust_target() {
+  case "$1" in
+    ppc64le) echo powerpc64le-unknown-linux-gnu ;;
+    riscv64) echo riscv64gc-unknown-linux-gnu ;;
+    *) echo "$1-unknown-linux-gnu" ;;
   esac
 }
 
@@ -31,8 +61,9 @@ fetch_deb() {
 
 # The versioned kernel package behind Debian's linux-image-<arch> meta package.
 kernel_package() {
-  local darch=$1
-  apt-cache depends "linux-image-$darch:$darch" 2>/dev/null |
+  local darch=$1 flavour=$1
+  [ "$darch" = ppc64el ] && flavour=powerpc64le
+  apt-cache depends "linux-image-$flavour:$darch" 2>/dev/null |
     awk '/Depends: linux-image-[0-9]/ {sub(/:.*/, "", $2); print $2; exit}'
 }
 
@@ -92,7 +123,20 @@ busybox_applets() {
   "$1" --list 2>/dev/null ||
     echo sh ash cat cp mv rm ls ln mkdir rmdir echo printf test [ true false sleep uname \
       mount umount sync poweroff reboot dd head tail wc grep sed awk find env id stat \
-      touch chmod chown kill sha256sum md5sum od tr cut sort uniq xargs date df du tee
+      touch chmod chown kill sha256sum md5sum od tr cut sort uniq xargs date df du tee \
+      ip wget setsid
+}
+
+# catalog_version NAME VERSION ARCH CMDLINE CONSOLE DIR: a catalog's version entry for the
+# box files kernel, initrd and disk.qcow2 in DIR.
+catalog_version() {
+  local name=$1 version=$2 arch=$3 cmdline=$4 console=$5 dir=$6 f
+  printf '[[boxes.%s.versions]]\nversion = "%s"\narch = "%s"\ncmdline = "%s"\nconsole = "%s"\n' \
+    "$name" "$version" "$arch" "$cmdline" "$console"
+  for f in kernel initrd disk.qcow2; do
+    printf '%s = { path = "%s", size = %s, sha256 = "%s" }\n' \
+      "${f%.qcow2}" "$dir/$f" "$(size "$dir/$f")" "$(sha256 "$dir/$f")"
+  done
 }
 
 # sha256 FILE and size FILE: the values a catalog entry needs.

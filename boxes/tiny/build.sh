@@ -48,7 +48,8 @@ kpkg=$(kernel_package "$darch")
 fetch_deb "$kpkg:$darch" "$work/k"
 fetch_deb "busybox-static:$darch" "$work/bb"
 kver=$(ls "$work/k/root/lib/modules" | head -n1)
-vmlinuz="$work/k/root/boot/vmlinuz-$kver"
+# vmlinuz on most architectures, an uncompressed vmlinux on ppc64el.
+vmlinuz=$(ls "$work/k/root/boot/vmlinuz-$kver" "$work/k/root/boot/vmlinux-$kver" 2>/dev/null | head -n1 || true)
 busybox="$work/bb/root/bin/busybox"
 
 note "kernel $kver"
@@ -56,7 +57,7 @@ if [ "$arch" = x86_64 ] && extract_pvh_vmlinux "$vmlinuz" "$work/kernel"; then
   console=ttyS0
 else
   cp "$vmlinuz" "$work/kernel"
-  console=$([ "$arch" = aarch64 ] && echo ttyAMA0 || echo ttyS0)
+  console=$(console_of "$arch")
 fi
 cp "$work/kernel" "$out/kernel"
 
@@ -111,13 +112,6 @@ $settings
 memory = "256M"
 cpus = 1
 
-[[boxes.$name.versions]]
-version = "$version"
-arch = "$arch"
-cmdline = "console=$console root=/dev/vda init=$init panic=-1 quiet"
-console = "$console"
-kernel = { path = "$out/kernel", size = $(size "$out/kernel"), sha256 = "$(sha256 "$out/kernel")" }
-initrd = { path = "$out/initrd", size = $(size "$out/initrd"), sha256 = "$(sha256 "$out/initrd")" }
-disk = { path = "$out/disk.qcow2", size = $(size "$out/disk.qcow2"), sha256 = "$(sha256 "$out/disk.qcow2")" }
+$(catalog_version "$name" "$version" "$arch" "console=$console root=/dev/vda init=$init panic=-1 quiet" "$console" "$out")
 TOML
 note "$name box ($arch) in $out: $(du -sh "$out" | cut -f1)"

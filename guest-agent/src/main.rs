@@ -297,7 +297,6 @@ const CA_BUNDLES: [&str; 4] = [
 /// Appends the certificates to every CA bundle the box has (once per real file) and
 /// returns the first bundle's path.
 fn install_ca_certs(pem: &[u8]) -> Result<String, String> {
-    use std::io::Write;
     let mut done: Vec<PathBuf> = Vec::new();
     let mut first = None;
     for bundle in CA_BUNDLES.iter() {

@@ -32,6 +32,11 @@ pub fn foreign_tiny_box_dir() -> &'static Path {
     DIR.get_or_init(|| build_tiny_box(foreign_arch()))
 }
 
+/// The tiny box of any architecture the recipe supports (built on first use).
+pub fn tiny_box_dir_for(arch: &str) -> PathBuf {
+    build_tiny_box(arch)
+}
+
 /// The architecture that is not this host's: aarch64 on x86_64 and the way back.
 pub fn foreign_arch() -> &'static str {
     if std::env::consts::ARCH == "aarch64" {
