@@ -36,12 +36,12 @@ fn debian_build(
     c
 }
 
-/// Runs a `--version` build and checks it succeeded and printed `version`.
-fn kiwi_says_its_version(mut build: Command, version: &str) {
+/// Runs a `--version` build and checks it printed `version` and ended with kiwi's `code`.
+fn kiwi_says_its_version(mut build: Command, version: &str, code: i32) {
     let out = build.output().unwrap();
     assert_eq!(
         out.status.code(),
-        Some(0),
+        Some(code),
         "{}{}",
         stdout(&out),
         stderr(&out)
