@@ -127,6 +127,15 @@ busybox_applets() {
       ip wget setsid
 }
 
+# install_box_files FROM OUT: moves kernel, initrd and disk.qcow2 into OUT, each by a
+# rename, so a build running from an earlier version of these files keeps reading it.
+install_box_files() {
+  local f
+  for f in kernel initrd disk.qcow2; do
+    cp "$1/$f" "$2/.$f.new" && mv -f "$2/.$f.new" "$2/$f"
+  done
+}
+
 # catalog_version NAME VERSION ARCH CMDLINE CONSOLE DIR: a catalog's version entry for the
 # box files kernel, initrd and disk.qcow2 in DIR.
 catalog_version() {

@@ -59,10 +59,9 @@ else
   cp "$vmlinuz" "$work/kernel"
   console=$(console_of "$arch")
 fi
-cp "$work/kernel" "$out/kernel"
 
 note "making the initrd"
-make_initrd "$work/k/root" "$kver" "$busybox" "$out/initrd"
+make_initrd "$work/k/root" "$kver" "$busybox" "$work/initrd"
 
 note "making the root disk"
 root="$work/rootfs"
@@ -90,7 +89,8 @@ echo "tiny-$version" >"$root/etc/box-release"
 mkdir -p "$root/etc/ssl/certs" && : >"$root/etc/ssl/certs/ca-certificates.crt"
 chmod 1777 "$root/tmp"
 mke2fs -q -t ext4 -L tinyroot -E root_owner=0:0 -d "$root" -F "$work/disk.raw" 96M >/dev/null
-qemu-img convert -q -f raw -O qcow2 "$work/disk.raw" "$out/disk.qcow2"
+qemu-img convert -q -f raw -O qcow2 "$work/disk.raw" "$work/disk.qcow2"
+install_box_files "$work" "$out"
 
 if [ "$plugin" = 1 ]; then
   name=tiny-plugin
