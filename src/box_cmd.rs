@@ -96,6 +96,23 @@ pub fn list(library: &Library) -> Result<u8> {
             ]);
         }
     }
+    // Boxes of KIWI's Python plugin that no catalog names: their versions are found on
+    // first use (docs/plugin-boxes.md).
+    let (plugin, origin) = catalog::plugin_config::load()?;
+    for b in &plugin.boxes {
+        if catalog::catalog_for(&library.catalogs, &b.name).is_some() {
+            continue;
+        }
+        for a in &b.arch {
+            rows.push(vec![
+                b.name.clone(),
+                a.name.clone(),
+                "(on use)".into(),
+                "-".into(),
+                format!("KIWI plugin box from {} ({origin})", a.source),
+            ]);
+        }
+    }
     if rows.len() == 1 {
         println!("no boxes in any catalog; see docs/catalog.md");
         return Ok(0);

@@ -216,6 +216,20 @@ fn a_box_from_kiwi_boxed_plugin_yml_is_fetched_by_its_packages_file_and_built_in
             .collect()
     };
 
+    // Listed before first use, with its source.
+    let mut list = env.boxbuild();
+    let listed = list
+        .env("BOXBUILD_CONFIG", &empty)
+        .env("KIWI_BOXED_PLUGIN_CFG", &config)
+        .arg("--list-boxes")
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&listed).contains("plugbox") && stdout(&listed).contains("(on use)"),
+        "{}",
+        stdout(&listed)
+    );
+
     let out = build();
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
     assert!(stdout(&out).contains("from-the-plugin-box"));
