@@ -13,6 +13,8 @@
 #   boxbuild and on the host (slow: tens of minutes under TCG; BENCH_KIWI=0 skips it);
 # - KIWI's Python plugin beside boxbuild on the same plugin-protocol box
 #   (scripts/bench-plugin.sh).
+# BENCH_KIWI_FILE=FILE takes the Debian box section from an earlier
+# `scripts/bench-kiwi.sh > FILE` instead of measuring it again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-7}
@@ -81,7 +83,12 @@ cache_section=$(scripts/bench-cache.sh 2048 "$(( runs < 3 ? runs : 3 ))")
 sharing_section=$(scripts/bench-sharing.sh)
 plugin_section=$(scripts/bench-plugin.sh 3)
 kiwi_section="(not measured in this run: BENCH_KIWI=0)"
-[ "${BENCH_KIWI:-1}" = 0 ] || kiwi_section=$(scripts/bench-kiwi.sh)
+if [ -n "${BENCH_KIWI_FILE:-}" ]; then
+  # A section scripts/bench-kiwi.sh wrote earlier (it takes tens of minutes).
+  kiwi_section=$(cat "$BENCH_KIWI_FILE")
+elif [ "${BENCH_KIWI:-1}" != 0 ]; then
+  kiwi_section=$(scripts/bench-kiwi.sh)
+fi
 cat >docs/benchmarks.md <<MD
 # Benchmarks
 
