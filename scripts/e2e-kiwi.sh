@@ -19,7 +19,8 @@ work=$(mktemp -d "${TMPDIR:-/var/tmp}/boxbuild-e2e.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 read -r -a extra <<<"${BOXBUILD_E2E_ARGS:-}"
 
-fail() { echo "FAIL $example: $*" >&2; return 1; }
+# Checks run in a subshell: the first failure ends the check.
+fail() { echo "FAIL $example: $*" >&2; exit 1; }
 
 # The os-release of a Debian bookworm root, read from a stream of a tar archive.
 says_bookworm() { grep -q '^VERSION_CODENAME=bookworm$'; }
@@ -51,20 +52,24 @@ check_disk() {
 
 check_container() {
   local out=$1 archive layer found=""
-  archive=$(ls "$out"/*.tar 2>/dev/null | head -n1)
-  [ -n "$archive" ] || fail "no container archive in $out: $(ls "$out")"
-  skopeo inspect "oci-archive:$archive" >"$work/inspect.json" || fail "skopeo cannot read $archive"
+  archive=$(ls "$out"/*.oci.tar* 2>/dev/null | head -n1)
+  [ -n "$archive" ] || fail "no OCI archive in $out: $(ls "$out")"
+  case "$archive" in
+    *.xz) xz -dc "$archive" >"$work/image.oci.tar" ;;
+    *) cp "$archive" "$work/image.oci.tar" ;;
+  esac
+  skopeo inspect "oci-archive:$work/image.oci.tar" >"$work/inspect.json" || fail "skopeo cannot read $archive"
   grep -q '"Architecture": "amd64"\|"Architecture": "arm64"' "$work/inspect.json" ||
     fail "no architecture in the image config"
-  skopeo copy -q "oci-archive:$archive" "dir:$work/image" || fail "skopeo cannot copy $archive"
+  skopeo copy -q "oci-archive:$work/image.oci.tar" "dir:$work/image" || fail "skopeo cannot copy $archive"
   for layer in "$work"/image/*; do
     if tar -xzOf "$layer" --wildcards '*usr/lib/os-release' 2>/dev/null | says_bookworm; then
       found=$layer
     fi
   done
   [ -n "$found" ] || fail "no layer of $archive holds a bookworm os-release"
-  echo "  $(basename "$archive"): OCI image, $(grep -c . <<<"$(ls "$work/image")") blobs, os-release says bookworm"
-  rm -rf "$work/image"
+  echo "  $(basename "$archive"): OCI image, $(ls "$work/image" | wc -l) files in its layout, os-release says bookworm"
+  rm -rf "$work/image" "$work/image.oci.tar"
 }
 
 failed=0
@@ -75,7 +80,7 @@ for example in "${examples[@]}"; do
   echo ">> $example: boxbuild --box debian ${extra[*]} -- --description examples/debian-$example --target-dir $out"
   if "$boxbuild" --box debian "${extra[@]}" -- \
       --description "$here/examples/debian-$example" --target-dir "$out" >"$work/$example.log" 2>&1 &&
-     "check_$example" "$out"; then
+     ("check_$example" "$out"); then
     echo "PASS $example $(( $(date +%s) - start ))s"
   else
     echo "FAIL $example $(( $(date +%s) - start ))s; the last lines of its output:"

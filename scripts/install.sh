@@ -45,7 +45,7 @@ cross_gcc=gcc-${foreign//_/-}-linux-gnu
 # One package per apt-get call: a backported qemu-utils can conflict with the distribution's
 # QEMU, and apt then resolves each step on its own. qemu-system comes before qemu-utils.
 packages=("$qemu_pkg" qemu-utils qemu-system-common sshfs uidmap cpio e2fsprogs xz-utils
-  gzip kmod ca-certificates curl gcc libc6-dev bc mmdebstrap genext2fs
+  gzip kmod ca-certificates curl gcc libc6-dev bc mmdebstrap genext2fs skopeo fdisk
   "$foreign_qemu" rustc "$cross_gcc" "libc6-dev-$foreign_deb-cross"
   qemu-system-misc qemu-system-ppc gcc-s390x-linux-gnu libc6-dev-s390x-cross
   gcc-powerpc64le-linux-gnu libc6-dev-ppc64el-cross)
