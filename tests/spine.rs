@@ -381,14 +381,15 @@ fn bad_input_gets_one_clear_line_and_code_125() {
             vec![
                 "--box",
                 "tiny",
-                "--no-snapshot",
+                "--scratch-size",
+                "huge",
                 "--",
                 "--description",
                 "desc",
                 "--target-dir",
                 "o",
             ],
-            "not supported",
+            "--scratch-size",
         ),
         (vec!["--", "--description", "desc"], "no --box"),
     ];
