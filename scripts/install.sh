@@ -22,6 +22,13 @@ fi
 sudo=""
 [ "$(id -u)" = 0 ] || sudo=sudo
 
+# A mirror in the middle of a sync fails one index now and then (typically a foreign
+# architecture's); apt keeps the lists it has, and a package that is really missing
+# fails the install below with apt's own message.
+apt_update() {
+  $sudo apt-get update -q || echo ">> apt-get update reported errors; going on with the package lists at hand"
+}
+
 arch=$(uname -m)
 # The other architecture: its QEMU, and what cross-builds the guest agent for its boxes
 # (Debian's rustc with that architecture's libstd, the cross linker; see docs/guest-agent.md).
@@ -40,7 +47,7 @@ for a in "$foreign_deb" s390x ppc64el; do
     added=1
   fi
 done
-[ "$added" = 0 ] || $sudo apt-get update -q
+[ "$added" = 0 ] || apt_update
 cross_gcc=gcc-${foreign//_/-}-linux-gnu
 # One package per apt-get call: a backported qemu-utils can conflict with the distribution's
 # QEMU, and apt then resolves each step on its own. qemu-system comes before qemu-utils.
@@ -56,7 +63,7 @@ for p in "${packages[@]}"; do
 done
 if [ ${#missing[@]} -gt 0 ]; then
   echo ">> installing: ${missing[*]}"
-  $sudo apt-get update -q
+  apt_update
   for p in "${missing[@]}"; do
     $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$p"
   done
@@ -72,7 +79,7 @@ fi
 # The box recipes fetch Debian packages: they need a current package list.
 policy=$(apt-cache policy "linux-image-$(dpkg --print-architecture)" 2>/dev/null || true)
 if ! grep -q "Candidate: [0-9]" <<<"$policy"; then
-  $sudo apt-get update -q
+  apt_update
 fi
 command -v qemu-img >/dev/null || {
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends qemu-utils
