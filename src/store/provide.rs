@@ -214,8 +214,12 @@ fn fetch_and_install(
             .as_deref()
             .expect("validated: fetched files have a digest");
         // The digest in the name: a file staged for other content is never taken for this.
-        // Roles taken from the same archive share one download.
-        let fetched = staging.join(format!("fetched.{}", &sha256[..16]));
+        // Roles taken from one archive share its download.
+        let staged_name = match &file.member {
+            Some(_) => format!("archive.{}", &sha256[..16]),
+            None => format!("{}.{}", role.name(), &sha256[..16]),
+        };
+        let fetched = staging.join(staged_name);
         let done = fs::metadata(&fetched)
             .is_ok_and(|m| file.member.is_some() || file.size.is_none_or(|s| s == m.len()));
         if !done {
@@ -231,19 +235,16 @@ fn fetch_and_install(
                 label: format!("box {key}: {}", role.name()),
             })?;
         }
-        let dest = staging.join(role.name());
-        let file_sha256 = match &file.member {
+        let (dest, file_sha256) = match &file.member {
             Some(pattern) => {
+                let dest = staging.join(role.name());
                 extract_member(&fetched, pattern, &dest)
                     .map_err(|e| Error::setup(format!("box {key}: {}: {e}", role.name())))?;
-                Some(crate::fetch::sha256_file(&dest).context(|| dest.display().to_string())?)
+                let digest =
+                    crate::fetch::sha256_file(&dest).context(|| dest.display().to_string())?;
+                (dest, Some(digest))
             }
-            None => {
-                fs::hard_link(&fetched, &dest)
-                    .or_else(|_| fs::copy(&fetched, &dest).map(|_| ()))
-                    .context(|| dest.display().to_string())?;
-                None
-            }
+            None => (fetched, None),
         };
         let size = fs::metadata(&dest)
             .context(|| dest.display().to_string())?
