@@ -17,6 +17,7 @@ mod scratch;
 mod share;
 mod signals;
 mod size;
+mod status;
 mod store;
 mod ui;
 mod vm;

@@ -13,6 +13,7 @@ use crate::rundir::{self, RunDir};
 use crate::share::{self, Backend, ShareBackend, SharedDir};
 use crate::signals::SignalWatch;
 use crate::size;
+use crate::status::StatusLine;
 use crate::store::{Key, LayerState, Ready as ResolvedBox};
 use crate::ui::Ui;
 use crate::vm::accel::{self, Accel};
@@ -596,6 +597,8 @@ impl<'a> Session<'a> {
         signals: &SignalWatch,
         output: &mut Option<BuildOutput>,
     ) -> Result<Status> {
+        // Cleared and stopped on every return, before any error is written.
+        let status_line = StatusLine::start(ui, opts.box_console || opts.box_debug, self.started);
         let deadline = opts.timeout.map(|t| (self.started + t, t));
         let boot_deadline = self.started + boot_timeout(self.accel);
         let mut greeted = false;
@@ -604,7 +607,9 @@ impl<'a> Session<'a> {
         let mut qemu_exited: Option<(std::process::ExitStatus, Instant)> = None;
         loop {
             let (agent_writer, events) = self.agent.as_mut().expect("agent boxes have a channel");
-            match events.recv_timeout(TICK) {
+            let received = events.recv_timeout(TICK);
+            let hold = received.as_ref().ok().map(|event| status_line.hold(event));
+            match received {
                 Ok(AgentEvent::Hello { version, agent }) => {
                     if version != PROTOCOL_VERSION {
                         return Err(Error::BoxFailed {
@@ -650,6 +655,7 @@ impl<'a> Session<'a> {
                 Err(mpsc::RecvTimeoutError::Disconnected) => agent_closed = true,
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
             }
+            drop(hold);
             if agent_closed && status.is_none() && qemu_exited.is_none() {
                 // The channel can only close early if QEMU is going down; give it a moment.
                 std::thread::sleep(TICK);
@@ -674,6 +680,7 @@ impl<'a> Session<'a> {
             if let Some((s, at)) = &status {
                 // --box-debug: the box stays up until the user leaves its shell.
                 if !opts.box_debug && at.elapsed() > POWEROFF_GRACE {
+                    let _pause = status_line.pause();
                     ui.detail("the box did not power off after the build; stopping it");
                     return Ok(s.clone());
                 }
