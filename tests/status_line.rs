@@ -194,3 +194,19 @@ fn a_silent_build_shows_nothing_on_a_pipe() {
     }
     assert_eq!(stdout(&out), "before-silence\nafter-silence\n");
 }
+
+#[test]
+fn a_quiet_build_shows_nothing_on_a_terminal() {
+    let env = Env::new();
+    env.script(SILENT_SCRIPT);
+    let (code, terminal) = run_on_terminal(env.build_command(&["-q"], &[]));
+    assert_eq!(code, Some(0), "terminal:\n{terminal}");
+    assert_eq!(
+        screen(&terminal),
+        vec!["before-silence", "after-silence", ""],
+        "{terminal:?}"
+    );
+    for word in STATUS_WORDS {
+        assert!(!terminal.contains(word), "{terminal:?}");
+    }
+}

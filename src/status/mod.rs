@@ -117,7 +117,6 @@ impl State {
             bar
         });
         bar.set_message(text);
-        bar.tick();
     }
 
     /// Writes `text` as a line of its own on stderr.

@@ -2,7 +2,6 @@
 
 use super::activity::Activity;
 use super::Phase;
-use indicatif::HumanBytes;
 use std::time::Duration;
 
 /// What one status line reports.
@@ -32,20 +31,35 @@ pub fn percent(value: f64) -> String {
     format!("{:.0}%", value.max(0.0))
 }
 
-/// Bytes per second in binary units, as the download bar shows them: `0 B/s`,
-/// `512 B/s`, `1.50 KiB/s`, `30.52 MiB/s`.
+/// Bytes per second in binary units, as the download bar counts them: `0 B/s`,
+/// `512 B/s`, `1.5 KiB/s`, `30.5 MiB/s`, `1.2 GiB/s`.
 pub fn rate(bytes_per_second: f64) -> String {
-    format!("{}/s", HumanBytes(bytes_per_second.max(0.0).round() as u64))
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes_per_second.max(0.0);
+    if value < 1024.0 {
+        return format!("{value:.0} B/s");
+    }
+    let mut unit = UNITS[0];
+    for next in UNITS {
+        unit = next;
+        value /= 1024.0;
+        if value < 1024.0 {
+            break;
+        }
+    }
+    format!("{value:.1} {unit}/s")
 }
 
 /// The status line:
-/// `boxbuild: building, 14m02s (no output for 3m10s), box CPU 98%, read 1.20 MiB/s, written 30.52 MiB/s`;
-/// with `still`, `boxbuild: still building, ...` (the notice where there is no terminal).
+/// `boxbuild: building 14m02s, no output for 3m10s, box CPU 98%, read 1.2 MiB/s, written 30.5 MiB/s`;
+/// with `still`, `boxbuild: still building after 14m02s, ...` (the notice where there is
+/// no terminal).
 pub fn line(report: &Report, still: bool) -> String {
     let mut text = format!(
-        "boxbuild: {}{}, {} (no output for {})",
+        "boxbuild: {}{} {}{}, no output for {}",
         if still { "still " } else { "" },
         report.phase.name(),
+        if still { "after " } else { "" },
         duration(report.elapsed),
         duration(report.silent)
     );
@@ -96,8 +110,12 @@ mod tests {
     fn rates_use_binary_units() {
         assert_eq!(rate(0.0), "0 B/s");
         assert_eq!(rate(512.4), "512 B/s");
-        assert_eq!(rate(1536.0), "1.50 KiB/s");
-        assert_eq!(rate(32_000_000.0), "30.52 MiB/s");
+        assert_eq!(rate(1023.0), "1023 B/s");
+        assert_eq!(rate(1024.0), "1.0 KiB/s");
+        assert_eq!(rate(1536.0), "1.5 KiB/s");
+        assert_eq!(rate(32_000_000.0), "30.5 MiB/s");
+        assert_eq!(rate(1.25 * 1024.0 * 1024.0 * 1024.0), "1.2 GiB/s");
+        assert_eq!(rate(3.0 * 1024f64.powi(5)), "3072.0 TiB/s");
         assert_eq!(rate(-1.0), "0 B/s");
     }
 
@@ -115,17 +133,17 @@ mod tests {
         };
         assert_eq!(
             line(&report, false),
-            "boxbuild: building, 14m02s (no output for 3m10s), box CPU 98%, read 1.20 MiB/s, written 30.52 MiB/s"
+            "boxbuild: building 14m02s, no output for 3m10s, box CPU 98%, read 1.2 MiB/s, written 30.5 MiB/s"
         );
         report.phase = Phase::PoweringOff;
         report.activity = None;
         assert_eq!(
             line(&report, true),
-            "boxbuild: still powering off, 14m02s (no output for 3m10s)"
+            "boxbuild: still powering off after 14m02s, no output for 3m10s"
         );
         for (phase, name) in [(Phase::Booting, "booting"), (Phase::Bundling, "bundling")] {
             report.phase = phase;
-            assert!(line(&report, false).starts_with(&format!("boxbuild: {name}, ")));
+            assert!(line(&report, false).starts_with(&format!("boxbuild: {name} 14m02s")));
         }
     }
 }
