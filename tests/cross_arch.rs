@@ -61,13 +61,13 @@ fn asking_for_an_architecture_the_box_lacks_names_the_ones_it_has() {
     );
 }
 
-/// s390x (ccw devices, SCLP console) and ppc64le (pseries, hvc0 console) boxes, built
-/// from Debian's packages like the others: the builder runs on that architecture and the
-/// shares and network work. riscv64 is prepared in boxbuild but Debian 12 has no riscv64
-/// kernel to build a box from.
+/// s390x (ccw devices, SCLP console), ppc64le (pseries, hvc0 console) and riscv64 (virt,
+/// OpenSBI, a box from Debian 13 since Debian 12 has no riscv64) boxes, built from
+/// Debian's packages like the others: the builder runs on that architecture and the
+/// shares and network work.
 #[test]
-fn s390x_and_ppc64le_boxes_boot_and_build() {
-    for arch in ["s390x", "ppc64le"] {
+fn s390x_ppc64le_and_riscv64_boxes_boot_and_build() {
+    for arch in ["s390x", "ppc64le", "riscv64"] {
         let dir = common::tiny_box_dir_for(arch);
         let env = Env::new();
         env.script("uname -m > arch\nip addr > ip.txt\nexit 5\n");
@@ -85,5 +85,23 @@ fn s390x_and_ppc64le_boxes_boot_and_build() {
         let argv: Vec<String> =
             serde_json::from_str(&fs::read_to_string(env.out.join("argv.json")).unwrap()).unwrap();
         assert_eq!(argv, ["a b"], "{arch}");
+        assert!(env.leftover_run_dirs().is_empty(), "{arch}");
     }
+}
+
+/// The riscv64 box's packages come from Debian 13 through the recipes' own apt state,
+/// whatever release the host runs.
+#[test]
+fn the_riscv64_box_is_made_from_debian_13() {
+    let dir = common::tiny_box_dir_for("riscv64");
+    let env = Env::new();
+    env.script("cat /etc/box-release > release\n");
+    let mut c = env.build_command(&["--arch", "riscv64"], &[]);
+    c.env("BOXBUILD_CONFIG", dir.join("catalog.toml"));
+    let out = c.output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        fs::read_to_string(env.out.join("release")).unwrap().trim(),
+        "tiny-1.0.0 debian-trixie"
+    );
 }

@@ -28,13 +28,32 @@ fi
 
 darch=$(debian_arch "$arch")
 target=$(rust_target "$arch")
-rustc=${BOXBUILD_CROSS_RUSTC:-/usr/bin/rustc}
 linker=$(gnu_triplet "$arch")-gcc
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+# An architecture Debian 12 lacks (riscv64): Debian 13's rustc, standard library and cross
+# linker in a throw-away chroot made by mmdebstrap (no root needed: unshare mode), with
+# the agent's sources copied in and the binaries copied out.
+if [ "${BOXBUILD_AGENT_TOOLCHAIN:-}" = trixie ] || { [ "$arch" = riscv64 ] && [ -z "${BOXBUILD_CROSS_RUSTC:-}" ]; }; then
+  command -v mmdebstrap >/dev/null || die "mmdebstrap is missing (apt-get install mmdebstrap)"
+  host_darch=$(dpkg --print-architecture)
+  note "building the guest agent for $arch with Debian trixie's rustc (a toolchain chroot)"
+  mmdebstrap --quiet --variant=apt --architectures="$host_darch,$darch" \
+    --include="rustc,libstd-rust-dev:$darch,gcc-$(gnu_triplet "$arch"),libc6-dev-$darch-cross" \
+    --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*' \
+    --customize-hook="copy-in $src $here/compile-agent.sh /tmp/" \
+    --customize-hook="chroot \"\$1\" sh /tmp/compile-agent.sh rustc $target $linker /tmp/guest-agent /tmp/out" \
+    --customize-hook="copy-out /tmp/out/boxbuild-agent /tmp/out/box-test-builder $out/" \
+    trixie /dev/null "deb [signed-by=$DEBIAN_KEYRING] $DEBIAN_MIRROR trixie main" >&2 ||
+    die "building the agent in a Debian trixie chroot failed (mmdebstrap above)"
+  exit 0
+fi
+
+rustc=${BOXBUILD_CROSS_RUSTC:-/usr/bin/rustc}
 [ -x "$rustc" ] || die "no $rustc: apt-get install rustc"
 command -v "$linker" >/dev/null ||
   die "no $linker: apt-get install gcc-$(gnu_triplet "$arch") libc6-dev-$darch-cross"
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
 sysroot=()
 if [ ! -d "$("$rustc" --print sysroot)/lib/rustlib/$target" ]; then
   # The standard library must come from the very rustc version that compiles against it.
@@ -51,14 +70,4 @@ if [ ! -d "$("$rustc" --print sysroot)/lib/rustlib/$target" ]; then
 fi
 
 note "building the guest agent for $arch with $("$rustc" --version)"
-CARGO_PKG_VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' "$src/Cargo.toml" | head -n1)
-export CARGO_PKG_VERSION CARGO_PKG_NAME=guest-agent
-common=(--edition 2021 --target "$target" "${sysroot[@]}" -C opt-level=2 -C debuginfo=0)
-"$rustc" "${common[@]}" --crate-type rlib --crate-name guest_agent \
-  "$src/src/lib.rs" -o "$work/libguest_agent.rlib"
-for bin in boxbuild-agent:src/main.rs box-test-builder:src/bin/box-test-builder.rs; do
-  name=${bin%%:*}
-  "$rustc" "${common[@]}" --crate-type bin --crate-name "${name//-/_}" \
-    -C linker="$linker" -C target-feature=+crt-static \
-    --extern guest_agent="$work/libguest_agent.rlib" "$src/${bin#*:}" -o "$out/$name"
-done
+"$here/compile-agent.sh" "$rustc" "$target" "$linker" "$src" "$out" "${sysroot[@]}"

@@ -56,10 +56,13 @@ kpkg=$(kernel_package "$darch" "$suite")
 [ -n "$kpkg" ] || die "Debian $suite has no linux-image package for $darch at $DEBIAN_MIRROR"
 fetch_deb "$kpkg:$darch" "$work/k" "$suite"
 fetch_deb "busybox-static:$darch" "$work/bb" "$suite"
+# Merged /usr (Debian 13): the modules are in /usr/lib/modules.
+[ -e "$work/k/root/lib" ] || ln -s usr/lib "$work/k/root/lib"
 kver=$(ls "$work/k/root/lib/modules" | head -n1)
 # vmlinuz on most architectures, an uncompressed vmlinux on ppc64el.
 vmlinuz=$(ls "$work/k/root/boot/vmlinuz-$kver" "$work/k/root/boot/vmlinux-$kver" 2>/dev/null | head -n1 || true)
-busybox="$work/bb/root/bin/busybox"
+# /bin on Debian 12, /usr/bin on later (merged-/usr) releases.
+busybox=$(ls "$work/bb/root/bin/busybox" "$work/bb/root/usr/bin/busybox" 2>/dev/null | head -n1 || true)
 
 note "kernel $kver"
 if [ "$arch" = x86_64 ] && extract_pvh_vmlinux "$vmlinuz" "$work/kernel"; then
@@ -88,6 +91,8 @@ esac
 for pkg in libc6 libpcre2-8-0 $sshfs_libs sshfs; do
   fetch_deb "$pkg:$darch" "$work/sshfs" "$suite"
 done
+# Merged /usr (Debian 13): the libraries' ELF interpreter path goes through /lib.
+[ -e "$work/sshfs/root/lib" ] || ln -s usr/lib "$root/lib"
 for part in lib lib64 usr/lib usr/bin/sshfs; do
   [ -e "$work/sshfs/root/$part" ] || continue
   mkdir -p "$root/$(dirname "$part")"

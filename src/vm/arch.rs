@@ -59,7 +59,9 @@ const PROFILES: &[ArchProfile] = &[
         name: "riscv64",
         qemu_binary: "qemu-system-riscv64",
         machine: "virt",
-        tcg_cpu: "max",
+        // QEMU 7.2 has no `max` model for RISC-V (it came with 8.0); `rv64` is its
+        // generic RV64GC with the common extensions.
+        tcg_cpu: "rv64",
         virtio_bus: "pci",
         console: "ttyS0",
         debian_package: "qemu-system-misc",

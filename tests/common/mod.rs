@@ -56,21 +56,30 @@ pub fn plugin_box_dir() -> &'static Path {
     DIR.get_or_init(|| build_box("tiny", std::env::consts::ARCH, &["--plugin"]))
 }
 
-/// The Debian kiwi box: the one scripts/install.sh built, if it is current, else one
-/// built here (a few minutes; needs a Debian mirror and PyPI).
+/// The Debian kiwi box: `$BOXBUILD_TEST_DEBIAN_BOX_DIR`, else the one scripts/install.sh
+/// built (in the user's data dir, or the system's for a root install) if it is current,
+/// else one built here (a few minutes; needs a Debian mirror and PyPI).
 pub fn debian_box_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
+        if let Some(dir) = std::env::var_os("BOXBUILD_TEST_DEBIAN_BOX_DIR") {
+            return PathBuf::from(dir);
+        }
         let arch = std::env::consts::ARCH;
         let data = std::env::var_os("XDG_DATA_HOME")
             .map(PathBuf::from)
             .unwrap_or_else(|| {
                 PathBuf::from(std::env::var_os("HOME").unwrap()).join(".local/share")
             });
-        let installed = data.join(format!("boxbuild/boxes/debian-{arch}"));
-        let current = fs::read_to_string(installed.join(".recipe-stamp")).ok();
-        if current.as_deref().map(str::trim) == Some(recipe_stamp("debian").as_str()) {
-            return installed;
+        let stamp = recipe_stamp("debian");
+        for installed in [
+            data.join(format!("boxbuild/boxes/debian-{arch}")),
+            PathBuf::from(format!("/var/lib/boxbuild/boxes/debian-{arch}")),
+        ] {
+            let current = fs::read_to_string(installed.join(".recipe-stamp")).ok();
+            if current.as_deref().map(str::trim) == Some(stamp.as_str()) {
+                return installed;
+            }
         }
         build_box("debian", arch, &[])
     })
