@@ -7,7 +7,7 @@ use std::io;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::process::Child;
 use std::sync::mpsc::Sender;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 #[derive(Debug)]
 pub enum AgentEvent {
@@ -109,6 +109,41 @@ pub fn spawn_reader<E: Send + 'static>(
     })
 }
 
-pub fn send_job(stream: &mut UnixStream, job: &Job) -> io::Result<()> {
-    protocol::write_frame(stream, kind::JOB, &job.encode())
+/// Sends the job in the layout of `version`, the protocol the agent greeted with
+/// (`OLDEST_PROTOCOL_VERSION` to `PROTOCOL_VERSION`), stamped with the host's current time
+/// so the agent can set the box's clock to it.
+pub fn send_job(stream: &mut UnixStream, job: &Job, version: u32) -> io::Result<()> {
+    let stamped = Job {
+        host_time: SystemTime::now().duration_since(UNIX_EPOCH).ok(),
+        ..job.clone()
+    };
+    protocol::write_frame(stream, kind::JOB, &stamped.encode_for(version))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use guest_agent::protocol::{OLDEST_PROTOCOL_VERSION, PROTOCOL_VERSION};
+
+    fn sent(version: u32) -> Job {
+        let (mut host, mut guest) = UnixStream::pair().unwrap();
+        let job = Job {
+            argv: vec![b"builder".to_vec()],
+            ..Job::default()
+        };
+        send_job(&mut host, &job, version).unwrap();
+        let frame = protocol::read_frame(&mut guest).unwrap().unwrap();
+        assert_eq!(frame.kind, kind::JOB);
+        assert_eq!(frame.payload[..4], version.to_le_bytes());
+        Job::decode(&frame.payload).unwrap()
+    }
+
+    #[test]
+    fn the_job_carries_the_hosts_time_for_agents_that_read_it() {
+        let before = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+        let time = sent(PROTOCOL_VERSION).host_time.expect("host time");
+        let after = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+        assert!(before <= time && time <= after, "{time:?}");
+        assert_eq!(sent(OLDEST_PROTOCOL_VERSION).host_time, None);
+    }
 }

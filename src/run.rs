@@ -21,7 +21,7 @@ use crate::vm::arch::{self, ArchProfile};
 use crate::vm::qemu::QemuSpec;
 use crate::vm::{overlay, process, qmp};
 use crate::{guest_setup, plugin_box, scratch};
-use guest_agent::protocol::{Job, Mount, Status, PROTOCOL_VERSION};
+use guest_agent::protocol::{Job, Mount, Status, OLDEST_PROTOCOL_VERSION, PROTOCOL_VERSION};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
@@ -352,6 +352,8 @@ fn job(
         } else {
             Vec::new()
         },
+        // Stamped as the job is sent (agent::send_job).
+        host_time: None,
     }
 }
 
@@ -611,10 +613,10 @@ impl<'a> Session<'a> {
             let hold = received.as_ref().ok().map(|event| status_line.hold(event));
             match received {
                 Ok(AgentEvent::Hello { version, agent }) => {
-                    if version != PROTOCOL_VERSION {
+                    if !(OLDEST_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&version) {
                         return Err(Error::BoxFailed {
                             reason: format!(
-                                "the box's agent ({agent}) speaks protocol {version}, this boxbuild speaks {PROTOCOL_VERSION}; update the box or boxbuild"
+                                "the box's agent ({agent}) speaks protocol {version}, this boxbuild speaks {OLDEST_PROTOCOL_VERSION} to {PROTOCOL_VERSION}; update the box or boxbuild"
                             ),
                             details: String::new(),
                         });
@@ -625,7 +627,7 @@ impl<'a> Session<'a> {
                     ));
                     greeted = true;
                     *output = Some(BuildOutput::create(target)?);
-                    agent::send_job(agent_writer, job).map_err(|e| Error::BoxFailed {
+                    agent::send_job(agent_writer, job, version).map_err(|e| Error::BoxFailed {
                         reason: format!("cannot send the job to the agent: {e}"),
                         details: self.console_tail(),
                     })?;
