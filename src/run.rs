@@ -18,7 +18,7 @@ use crate::ui::Ui;
 use crate::vm::accel::{self, Accel};
 use crate::vm::arch::{self, ArchProfile};
 use crate::vm::qemu::QemuSpec;
-use crate::vm::{overlay, process, qmp};
+use crate::vm::{overlay, process, qmp, refusal};
 use crate::{guest_setup, plugin_box, scratch};
 use guest_agent::protocol::{Job, Mount, Status, PROTOCOL_VERSION};
 use std::os::unix::ffi::OsStrExt;
@@ -35,6 +35,8 @@ const DEFAULT_MEMORY_MIB: u64 = 2048;
 const DEFAULT_CPUS: u32 = 2;
 /// How long QEMU may take to connect its sockets after it started.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a QEMU that failed to start gets to finish its own exit (and its message).
+const REFUSAL_GRACE: Duration = Duration::from_secs(2);
 /// How long the box may take from power-on to the agent's greeting.
 fn boot_timeout(accel: Accel) -> Duration {
     match accel {
@@ -191,7 +193,7 @@ pub fn build(opts: &BuildOptions, ui: Ui) -> Result<u8> {
         kernel: &the_box.kernel,
         console: &console,
     };
-    let (accel, accel_note) = accel::choose(&probe_target, opts.no_accel, &rundir::base_dir()?);
+    let (accel, accel_note) = accel::choose(&probe_target, opts.no_accel, &rundir::base_dir()?)?;
     if let Some(note) = accel_note {
         ui.info(&note);
     }
@@ -449,9 +451,11 @@ impl<'a> Session<'a> {
             (false, true, true) => Some(output::Stream::Stderr),
             (false, true, false) => None,
         };
-        let console_follower = console_target.map(|stream| {
-            output::follow_console(spec.console_log.clone(), console_stop.clone(), stream)
-        });
+        let console_follower = console_target
+            .map(|stream| {
+                output::follow_console(spec.console_log.clone(), console_stop.clone(), stream)
+            })
+            .transpose()?;
         let started = Instant::now();
         let mut qemu = process::spawn(
             machine.profile.qemu_binary,
@@ -460,7 +464,9 @@ impl<'a> Session<'a> {
             &run_dir.path("qemu.log"),
             opts.box_debug,
         )?;
-        // Until the Session exists, a failure must still take QEMU down.
+        // Until the Session exists, a failure must still take QEMU down. QEMU answers on
+        // QMP only once it has set the machine up, so anything failing before that is
+        // QEMU refusing to start: a set-up error in QEMU's own words.
         let connected = (|| {
             let pending = || signals.pending();
             let qmp_stream = agent::accept(
@@ -486,18 +492,29 @@ impl<'a> Session<'a> {
                 .try_clone()
                 .map_err(|e| Error::setup(format!("agent socket: {e}")))?;
             let (tx, events) = mpsc::channel();
-            agent::spawn_reader(agent_stream, tx, |e| e);
+            agent::spawn_reader(agent_stream, tx, |e| e)?;
             Ok((control, Some((agent_writer, events))))
         })();
         let (control, agent) = match connected {
             Ok(connected) => connected,
             Err(e) => {
-                process::stop(&mut qemu, Duration::ZERO);
+                let grace = match e {
+                    Error::Interrupted(_) => Duration::ZERO,
+                    _ => REFUSAL_GRACE,
+                };
+                process::stop(&mut qemu, grace);
                 console_stop.store(true, std::sync::atomic::Ordering::SeqCst);
                 if let Some(follower) = console_follower {
                     let _ = follower.join();
                 }
-                return Err(with_qemu_log(e, run_dir));
+                return Err(match e {
+                    Error::Interrupted(_) => e,
+                    other => refusal::error_from_log(
+                        &run_dir.path("qemu.log"),
+                        machine.profile.qemu_binary,
+                        &other.to_string(),
+                    ),
+                });
             }
         };
         Ok(Session {
@@ -713,16 +730,5 @@ impl<'a> Session<'a> {
             details.push_str(&output::tail(&self.run_dir.path("qemu.log"), 5));
         }
         Error::BoxFailed { reason, details }
-    }
-}
-
-/// Adds QEMU's own error output to a failure that happened before the box came up.
-fn with_qemu_log(error: Error, run_dir: &RunDir) -> Error {
-    match error {
-        Error::BoxFailed { reason, details } => Error::BoxFailed {
-            reason,
-            details: details + &output::tail(&run_dir.path("qemu.log"), 10),
-        },
-        other => other,
     }
 }

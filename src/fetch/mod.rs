@@ -153,7 +153,7 @@ impl Fetcher<'_> {
         }
         progress.finish();
         let length = partial.len;
-        let (file, digest) = partial.digest();
+        let (file, digest) = partial.digest().map_err(|e| io("cannot hash", e))?;
         file.sync_all().map_err(|e| io("cannot sync", e))?;
         let discard = || {
             let _ = fs::remove_file(&part_path);

@@ -47,7 +47,7 @@ impl ShareBackend for Sshfs {
             let stream = Arc::new(Mutex::new(None));
             let thread = {
                 let (stop, stream) = (stop.clone(), stream.clone());
-                std::thread::spawn(move || {
+                crate::threads::spawn("sftp", move || {
                     // QEMU connects once, at start.
                     let connection = loop {
                         if stop.load(Ordering::SeqCst) {
@@ -66,7 +66,7 @@ impl ShareBackend for Sshfs {
                         *stream.lock().unwrap_or_else(|p| p.into_inner()) = Some(clone);
                     }
                     let _ = server.serve(reader, connection);
-                })
+                })?
             };
             helpers.push_thread(HelperThread {
                 stop,
