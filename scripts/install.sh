@@ -4,21 +4,41 @@
 # Debian kiwi box, registers them, and runs the main job: a real kiwi build of
 # examples/debian-tarball in the Debian box.
 #
-#   scripts/install.sh [--prefix DIR] [--no-first-build]
+#   scripts/install.sh [--prefix DIR] [--data-dir DIR] [--user] [--no-first-build]
+#
+# Run as root, it serves every user of the machine: boxbuild goes to /usr/local/bin, the
+# boxes to /var/lib/boxbuild (readable by all; --data-dir to choose) and their catalog
+# entries to /etc/boxbuild/catalog.d. Run as a normal user (or with --user), all of it stays
+# in that user's own dirs: ~/.local/bin, $XDG_DATA_HOME/boxbuild, $XDG_CONFIG_HOME/boxbuild.
+# The host's package system is left as it was, apart from the packages installed: box
+# recipes take their Debian packages through an apt state of their own.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 prefix=""
+data=""
 first_build=1
+scope=user
+[ "$(id -u)" = 0 ] && scope=system
 while [ $# -gt 0 ]; do
   case "$1" in
-    --prefix) prefix=$2; shift 2 ;;
+    --prefix) prefix=${2:?--prefix needs a directory}; shift 2 ;;
+    --data-dir) data=${2:?--data-dir needs a directory}; shift 2 ;;
+    --user) scope=user; shift ;;
     --no-first-build) first_build=0; shift ;;
-    *) echo "unknown option $1" >&2; exit 2 ;;
+    *) echo "unknown option $1 (see the head of $0)" >&2; exit 2 ;;
   esac
 done
-if [ -z "$prefix" ]; then
-  if [ "$(id -u)" = 0 ]; then prefix=/usr/local; else prefix=$HOME/.local; fi
+if [ "$scope" = system ]; then
+  prefix=${prefix:-/usr/local}
+  data=${data:-/var/lib/boxbuild}
+  config=/etc/boxbuild
+else
+  prefix=${prefix:-$HOME/.local}
+  data=${data:-${XDG_DATA_HOME:-$HOME/.local/share}/boxbuild}
+  config=${XDG_CONFIG_HOME:-$HOME/.config}/boxbuild
 fi
+# What a system install writes is readable by every user.
+umask 022
 sudo=""
 [ "$(id -u)" = 0 ] || sudo=sudo
 
@@ -37,25 +57,14 @@ case "$arch" in
   aarch64) qemu_pkg=qemu-system-arm foreign=x86_64 foreign_deb=amd64 foreign_qemu=qemu-system-x86 ;;
   *) echo "unsupported host architecture $arch" >&2; exit 1 ;;
 esac
-# Package architectures of the boxes for other architectures: their kernels, busybox and
-# libraries are fetched with apt-get download (nothing of them is installed).
-added=0
-for a in "$foreign_deb" s390x ppc64el; do
-  if ! dpkg --print-foreign-architectures | grep -qx "$a"; then
-    echo ">> adding the $a package architecture (for cross-architecture boxes)"
-    $sudo dpkg --add-architecture "$a"
-    added=1
-  fi
-done
-[ "$added" = 0 ] || apt_update
 cross_gcc=gcc-${foreign//_/-}-linux-gnu
 # One package per apt-get call: a backported qemu-utils can conflict with the distribution's
 # QEMU, and apt then resolves each step on its own. qemu-system comes before qemu-utils.
 packages=("$qemu_pkg" qemu-utils qemu-system-common sshfs uidmap cpio e2fsprogs xz-utils
   gzip kmod ca-certificates curl gcc libc6-dev bc mmdebstrap genext2fs skopeo fdisk
-  "$foreign_qemu" rustc "$cross_gcc" "libc6-dev-$foreign_deb-cross"
+  debian-archive-keyring "$foreign_qemu" rustc "$cross_gcc" "libc6-dev-$foreign_deb-cross"
   qemu-system-misc qemu-system-ppc gcc-s390x-linux-gnu libc6-dev-s390x-cross
-  gcc-powerpc64le-linux-gnu libc6-dev-ppc64el-cross)
+  gcc-powerpc64le-linux-gnu libc6-dev-ppc64el-cross gcc-riscv64-linux-gnu libc6-dev-riscv64-cross)
 missing=()
 for p in "${packages[@]}"; do
   status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
@@ -67,19 +76,6 @@ if [ ${#missing[@]} -gt 0 ]; then
   for p in "${missing[@]}"; do
     $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$p"
   done
-fi
-# Rust's standard library for the other architecture: installed when multiarch allows it;
-# otherwise (library versions differing between the architectures' mirrors)
-# boxes/lib/build-agent.sh unpacks the same package into a private sysroot.
-if [ "$(dpkg-query -W -f='${Status}' "libstd-rust-dev:$foreign_deb" 2>/dev/null)" != "install ok installed" ]; then
-  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-    "libstd-rust-dev:$foreign_deb" ||
-    echo ">> libstd-rust-dev:$foreign_deb cannot be installed here; the agent's cross-build unpacks it privately"
-fi
-# The box recipes fetch Debian packages: they need a current package list.
-policy=$(apt-cache policy "linux-image-$(dpkg --print-architecture)" 2>/dev/null || true)
-if ! grep -q "Candidate: [0-9]" <<<"$policy"; then
-  apt_update
 fi
 command -v qemu-img >/dev/null || {
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends qemu-utils
@@ -107,8 +103,6 @@ echo ">> building boxbuild"
 install -D -m 0755 "$here/target/release/boxbuild" "$prefix/bin/boxbuild"
 echo ">> installed $prefix/bin/boxbuild"
 
-data=${XDG_DATA_HOME:-$HOME/.local/share}/boxbuild
-config=${XDG_CONFIG_HOME:-$HOME/.config}/boxbuild
 echo ">> building the tiny box ($arch, and $foreign for cross-architecture builds)"
 "$here/boxes/tiny/build.sh" "$data/boxes/tiny-$arch"
 "$here/boxes/tiny/build.sh" "$data/boxes/tiny-$foreign" --arch "$foreign"
@@ -131,6 +125,7 @@ if [ "$(cat "$debian/.recipe-stamp" 2>/dev/null)" != "$stamp" ]; then
 fi
 cp "$debian/catalog.toml" "$config/catalog.d/debian.toml"
 echo ">> registered box 'debian' ($arch) in $config/catalog.d/debian.toml"
+[ "$scope" = user ] || chmod -R a+rX "$data" "$config"
 
 if [ "$first_build" = 1 ]; then
   out=$(mktemp -d)/out

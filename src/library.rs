@@ -50,6 +50,22 @@ impl Library {
         catalog::find(&self.catalogs, box_ref, arch)
     }
 
+    /// Every box name a build can use: the catalogs' and those of KIWI's Python plugin
+    /// (its configuration file, else its public boxes), sorted, without repeats. A broken
+    /// plugin configuration contributes none (it is reported where it is used).
+    pub fn known_boxes(&self) -> Vec<String> {
+        let mut names: Vec<String> = catalog::known_boxes(&self.catalogs)
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+        if let Ok((plugin, _)) = catalog::plugin_config::load() {
+            names.extend(plugin.boxes.into_iter().map(|b| b.name));
+        }
+        names.sort();
+        names.dedup();
+        names
+    }
+
     /// A box no catalog names may be one of KIWI's Python plugin (its configuration file,
     /// else its public boxes): its catalog entry is made from the server's files.
     fn add_plugin_box(&mut self, name: &str, arch: &str) -> Result<()> {
@@ -78,7 +94,11 @@ impl Library {
     /// The box for a build: pinned, else the newest at hand (saying so when the catalog
     /// has a newer one and `tell_newer`), fetched if needed, held until dropped.
     pub fn ready(&mut self, box_ref: &str, arch: &str, tell_newer: bool) -> Result<Ready> {
-        self.add_plugin_box(catalog::parse_box_ref(box_ref).0, arch)?;
+        let name = catalog::parse_box_ref(box_ref).0;
+        self.add_plugin_box(name, arch)?;
+        if catalog::catalog_for(&self.catalogs, name).is_none() {
+            return Err(catalog::unknown_box(name, &self.known_boxes()));
+        }
         let found = self.find(box_ref, arch)?;
         let (version, newer) = store::choose(&self.store, &found)?;
         if let (Some(newer), true) = (newer, tell_newer) {

@@ -4,11 +4,12 @@
 #   boxes/lib/build-agent.sh ARCH OUTDIR
 #
 # The host's architecture: cargo, as for boxbuild itself. Another architecture: Debian's
-# bare rustc with that architecture's standard library and the cross linker, which a fresh
-# Debian machine gets from apt (scripts/install.sh installs them):
-#   dpkg --add-architecture arm64 && apt-get update
-#   apt-get install rustc libstd-rust-dev:arm64 gcc-aarch64-linux-gnu libc6-dev-arm64-cross
-# The agent has no dependencies, so rustc alone builds it (docs/guest-agent.md).
+# bare rustc (package rustc) with that architecture's standard library, taken from the
+# mirror through the recipes' own apt state (boxes/lib/common.sh) and unpacked into a
+# private sysroot, and the cross linker:
+#   apt-get install rustc gcc-aarch64-linux-gnu libc6-dev-arm64-cross
+# The host's package system is not changed (no foreign dpkg architecture). The agent has
+# no dependencies, so rustc alone builds it (docs/guest-agent.md).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/common.sh"
@@ -29,21 +30,24 @@ darch=$(debian_arch "$arch")
 target=$(rust_target "$arch")
 rustc=${BOXBUILD_CROSS_RUSTC:-/usr/bin/rustc}
 linker=$(gnu_triplet "$arch")-gcc
-[ -x "$rustc" ] || die "no $rustc: apt-get install rustc libstd-rust-dev:$darch (after dpkg --add-architecture $darch)"
+[ -x "$rustc" ] || die "no $rustc: apt-get install rustc"
 command -v "$linker" >/dev/null ||
   die "no $linker: apt-get install gcc-$(gnu_triplet "$arch") libc6-dev-$darch-cross"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 sysroot=()
 if [ ! -d "$("$rustc" --print sysroot)/lib/rustlib/$target" ]; then
-  # Not installed (multiarch cannot co-install it when the architectures' library
-  # versions differ): the same rustc version's standard library, unpacked privately.
-  version=$(dpkg-query -W -f '${Version}' rustc 2>/dev/null || true)
-  note "unpacking libstd-rust-dev:$darch $version into a private sysroot"
-  (cd "$work" && apt-get download -q "libstd-rust-dev:$darch${version:+=$version}" >/dev/null) ||
-    die "rustc has no standard library for $target: apt-get install libstd-rust-dev:$darch"
-  dpkg-deb -x "$work"/libstd-rust-dev_*.deb "$work/sysroot"
-  sysroot=(--sysroot "$work/sysroot/usr")
+  # The standard library must come from the very rustc version that compiles against it.
+  version=$("$rustc" --version | sed -n 's/^rustc \([0-9.]*\).*/\1/p')
+  [ -n "$version" ] || die "cannot tell the version of $rustc"
+  conf=$(box_apt bookworm "$darch") || exit 1
+  deb_version=$(APT_CONFIG=$conf apt-cache madison "libstd-rust-dev:$darch" |
+    awk -v v="$version" '$3 ~ "^" v "[+~-]" {print $3; exit}')
+  [ -n "$deb_version" ] ||
+    die "the mirror has no libstd-rust-dev:$darch for rustc $version ($rustc); use Debian 12's rustc or set BOXBUILD_CROSS_RUSTC"
+  note "unpacking libstd-rust-dev:$darch $deb_version into a private sysroot"
+  fetch_deb "libstd-rust-dev:$darch=$deb_version" "$work/std"
+  sysroot=(--sysroot "$work/std/root/usr")
 fi
 
 note "building the guest agent for $arch with $("$rustc" --version)"

@@ -1,6 +1,6 @@
 # Shared steps of the box recipes. Sourced, not run. Needs no root: Debian packages are
-# fetched with `apt-get download` and unpacked with dpkg-deb, disks are made with
-# `mke2fs -d`, the initrd with cpio.
+# fetched with `apt-get download` from the recipes' own apt state (box_apt) and unpacked
+# with dpkg-deb, disks are made with `mke2fs -d`, the initrd with cpio.
 set -euo pipefail
 
 die() { echo "error: $*" >&2; exit 1; }
@@ -45,25 +45,100 @@ rust_target() {
   esac
 }
 
-# fetch_deb PACKAGE[:ARCH] DIR: downloads the .deb into DIR/debs and unpacks it into DIR/root.
+# The recipes' own apt state. Every package a box takes is resolved against the Debian
+# mirror alone, with sources, package lists and an empty dpkg status of the recipes' own:
+# the same recipe gives the same box whatever the host has installed (a point release, a
+# pin, backports, foreign architectures), and a box may come from another Debian release
+# than the host's. The host's package system is never changed.
+#
+#   DEBIAN_MIRROR            the archive (default http://deb.debian.org/debian)
+#   DEBIAN_SECURITY_MIRROR   the security archive (default http://deb.debian.org/debian-security)
+#   BOXBUILD_RECIPE_CACHE    where the states live (default $XDG_CACHE_HOME/boxbuild/recipes)
+#   BOXBUILD_APT_MAX_AGE     seconds before a state's lists are refreshed (default 21600)
+DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+DEBIAN_SECURITY_MIRROR=${DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
+DEBIAN_KEYRING=${DEBIAN_KEYRING:-/usr/share/keyrings/debian-archive-keyring.gpg}
+
+recipe_cache() {
+  echo "${BOXBUILD_RECIPE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/boxbuild/recipes}"
+}
+
+# box_apt SUITE DARCH: prints the APT_CONFIG file of the private state for one Debian suite
+# (bookworm, trixie, ...) and package architecture, made and refreshed as needed. Parallel
+# recipes share a state; a lock keeps them from updating it at the same time.
+box_apt() {
+  local suite=$1 darch=$2 state
+  state=$(recipe_cache)/apt/$suite-$darch
+  mkdir -p "$state"/{lists/partial,archives/partial,sources.list.d,preferences.d,apt.conf.d}
+  [ -r "$DEBIAN_KEYRING" ] ||
+    die "$DEBIAN_KEYRING is missing (apt-get install debian-archive-keyring, or set DEBIAN_KEYRING)"
+  local conf=$state/apt.conf
+  {
+    echo "Dir::State \"$state\"; Dir::State::Lists \"$state/lists\";"
+    echo "Dir::State::status \"$state/status\"; Dir::State::extended_states \"$state/extended_states\";"
+    echo "Dir::Cache \"$state\"; Dir::Cache::Archives \"$state/archives\";"
+    echo "Dir::Cache::pkgcache \"\"; Dir::Cache::srcpkgcache \"\";"
+    echo "Dir::Etc::SourceList \"$state/sources.list\"; Dir::Etc::SourceParts \"$state/sources.list.d\";"
+    echo "Dir::Etc::Preferences \"$state/preferences\"; Dir::Etc::PreferencesParts \"$state/preferences.d\";"
+    echo "APT::Architecture \"$darch\"; APT::Architectures { \"$darch\"; };"
+    echo "Dir::Etc::Parts \"$state/apt.conf.d\"; Acquire::Languages \"none\"; Acquire::Retries \"3\";"
+    echo "Acquire::GzipIndexes \"true\"; Acquire::CompressionTypes::Order:: \"gz\";"
+    # Of the host's apt configuration only its proxies apply.
+    apt-config dump 2>/dev/null | grep -iE '^Acquire::(http|https|ftp)::Proxy' || true
+    # As root apt drops to _apt for downloads, which cannot write into a user's cache.
+    [ "$(id -u)" = 0 ] && echo "APT::Sandbox::User \"root\";"
+  } >"$conf.new"
+  {
+    echo "deb [signed-by=$DEBIAN_KEYRING] $DEBIAN_MIRROR $suite main"
+    echo "deb [signed-by=$DEBIAN_KEYRING] $DEBIAN_MIRROR $suite-updates main"
+    echo "deb [signed-by=$DEBIAN_KEYRING] $DEBIAN_SECURITY_MIRROR $suite-security main"
+  } >"$state/sources.list.new"
+  (
+    flock 9
+    : >>"$state/status"
+    local changed=0
+    cmp -s "$conf.new" "$conf" || changed=1
+    cmp -s "$state/sources.list.new" "$state/sources.list" || changed=1
+    mv -f "$conf.new" "$conf"
+    mv -f "$state/sources.list.new" "$state/sources.list"
+    local age=$(( $(date +%s) - $(stat -c %Y "$state/updated" 2>/dev/null || echo 0) ))
+    if [ "$changed" = 1 ] || [ "$age" -gt "${BOXBUILD_APT_MAX_AGE:-21600}" ]; then
+      note "updating the package lists of Debian $suite ($darch) from $DEBIAN_MIRROR"
+      # A mirror in the middle of a sync can fail one index; a package that is really
+      # missing then fails its download with apt's own message.
+      APT_CONFIG=$conf apt-get update -q >"$state/update.log" 2>&1 ||
+        note "apt-get update reported errors (see $state/update.log); going on with the lists at hand"
+      ls "$state/lists/"*Packages* >/dev/null 2>&1 ||
+        die "no package lists for Debian $suite ($darch) from $DEBIAN_MIRROR: $(grep -E '^(E|W):' "$state/update.log" | head -n1)"
+      touch "$state/updated"
+    fi
+  ) 9>"$state/lock" || exit 1
+  echo "$conf"
+}
+
+# fetch_deb PACKAGE[:ARCH][=VERSION] DIR [SUITE]: downloads the .deb from the mirror (SUITE,
+# default bookworm) into DIR/debs and unpacks it into DIR/root.
 fetch_deb() {
-  local pkg=$1 dir=$2
+  local spec=$1 dir=$2 suite=${3:-bookworm}
+  local pkg=${spec%%=*} darch conf
+  darch=${pkg#*:}
+  [ "$darch" != "$pkg" ] || darch=$(dpkg --print-architecture)
+  conf=$(box_apt "$suite" "$darch") || exit 1
   mkdir -p "$dir/debs" "$dir/root"
-  local sandbox=()
-  # As root apt drops to _apt, which cannot write into a private temp dir.
-  [ "$(id -u)" = 0 ] && sandbox=(-o APT::Sandbox::User=root)
-  (cd "$dir/debs" && apt-get download -q "${sandbox[@]}" "$pkg" >/dev/null) ||
-    die "apt-get download $pkg failed (is the package list current? run 'apt-get update'; for a foreign architecture 'dpkg --add-architecture' first)"
+  (cd "$dir/debs" && APT_CONFIG=$conf apt-get download -q "$spec" >"$dir/debs/.log" 2>&1) ||
+    die "Debian $suite has no $spec at $DEBIAN_MIRROR: $(grep -E '^E:' "$dir/debs/.log" | head -n1)"
   local deb
   deb=$(ls -t "$dir/debs/${pkg%%:*}"_*.deb | head -n1)
   dpkg-deb -x "$deb" "$dir/root"
 }
 
-# The versioned kernel package behind Debian's linux-image-<arch> meta package.
+# kernel_package DARCH [SUITE]: the versioned kernel package behind Debian's
+# linux-image-<flavour> meta package in SUITE (default bookworm).
 kernel_package() {
-  local darch=$1 flavour=$1
+  local darch=$1 suite=${2:-bookworm} flavour=$1 conf
   [ "$darch" = ppc64el ] && flavour=powerpc64le
-  apt-cache depends "linux-image-$flavour:$darch" 2>/dev/null |
+  conf=$(box_apt "$suite" "$darch") || exit 1
+  APT_CONFIG=$conf apt-cache depends "linux-image-$flavour:$darch" 2>/dev/null |
     awk '/Depends: linux-image-[0-9]/ {sub(/:.*/, "", $2); print $2; exit}'
 }
 

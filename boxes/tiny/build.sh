@@ -2,7 +2,11 @@
 # Builds the tiny test box: Debian's kernel, a minimal initrd, and a small ext4 root disk
 # holding busybox, boxbuild-agent and box-test-builder. A few MB; boots in seconds under TCG.
 #
-#   boxes/tiny/build.sh OUTDIR [--arch x86_64|aarch64] [--agent-dir DIR] [--plugin]
+#   boxes/tiny/build.sh OUTDIR [--arch ARCH] [--suite SUITE] [--agent-dir DIR] [--plugin]
+#
+# ARCH is x86_64, aarch64, s390x, ppc64le or riscv64; the packages come from Debian SUITE
+# (default: bookworm, trixie for riscv64, which Debian 12 lacks) through the recipes' own
+# apt state, whatever the host runs.
 #
 # With --plugin the box is "tiny-plugin": instead of the agent it runs plugin-init.sh, which
 # speaks the kernel-command-line protocol of KIWI's Python boxbuild plugin (for tests).
@@ -17,15 +21,20 @@ out=${1:?usage: build.sh OUTDIR [--arch ARCH] [--agent-dir DIR]}; shift
 arch=$(uname -m)
 agent_dir=""
 plugin=0
+suite=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --arch) arch=$2; shift 2 ;;
+    --suite) suite=$2; shift 2 ;;
     --agent-dir) agent_dir=$2; shift 2 ;;
     --plugin) plugin=1; shift ;;
     *) die "unknown option $1" ;;
   esac
 done
 darch=$(debian_arch "$arch")
+if [ -z "$suite" ]; then
+  case "$arch" in riscv64) suite=trixie ;; *) suite=bookworm ;; esac
+fi
 version=${TINY_VERSION:-1.0.0}
 
 mkdir -p "$out"
@@ -42,11 +51,11 @@ for bin in boxbuild-agent box-test-builder; do
   [ -x "$agent_dir/$bin" ] || die "$agent_dir/$bin is missing"
 done
 
-note "fetching Debian's kernel and busybox ($darch)"
-kpkg=$(kernel_package "$darch")
-[ -n "$kpkg" ] || die "no linux-image-$darch package found (run 'apt-get update')"
-fetch_deb "$kpkg:$darch" "$work/k"
-fetch_deb "busybox-static:$darch" "$work/bb"
+note "fetching Debian $suite's kernel and busybox ($darch)"
+kpkg=$(kernel_package "$darch" "$suite")
+[ -n "$kpkg" ] || die "Debian $suite has no linux-image package for $darch at $DEBIAN_MIRROR"
+fetch_deb "$kpkg:$darch" "$work/k" "$suite"
+fetch_deb "busybox-static:$darch" "$work/bb" "$suite"
 kver=$(ls "$work/k/root/lib/modules" | head -n1)
 # vmlinuz on most architectures, an uncompressed vmlinux on ppc64el.
 vmlinuz=$(ls "$work/k/root/boot/vmlinuz-$kver" "$work/k/root/boot/vmlinux-$kver" 2>/dev/null | head -n1 || true)
@@ -72,8 +81,12 @@ for applet in $(busybox_applets "$busybox"); do
   [ -e "$root/bin/$applet" ] || ln -s busybox "$root/bin/$applet"
 done
 # sshfs and the libraries it needs, for --sshfs-sharing (sshfs -o passive over a port).
-for pkg in libc6 libpcre2-8-0 libglib2.0-0 libfuse3-3 sshfs; do
-  fetch_deb "$pkg:$darch" "$work/sshfs"
+case "$suite" in
+  bookworm) sshfs_libs="libglib2.0-0 libfuse3-3" ;;
+  *) sshfs_libs="libglib2.0-0t64 libfuse3-4" ;;
+esac
+for pkg in libc6 libpcre2-8-0 $sshfs_libs sshfs; do
+  fetch_deb "$pkg:$darch" "$work/sshfs" "$suite"
 done
 for part in lib lib64 usr/lib usr/bin/sshfs; do
   [ -e "$work/sshfs/root/$part" ] || continue
@@ -84,7 +97,7 @@ rm -rf "$root/usr/lib/"*/gconv "$root/usr/share"
 install -m 0755 "$agent_dir/boxbuild-agent" "$root/sbin/boxbuild-agent"
 install -m 0755 "$agent_dir/box-test-builder" "$root/usr/bin/box-test-builder"
 install -m 0755 "$here/plugin-init.sh" "$root/sbin/plugin-init"
-echo "tiny-$version" >"$root/etc/box-release"
+echo "tiny-$version debian-$suite" >"$root/etc/box-release"
 # An empty CA bundle where Debian keeps it: the host's extra CAs are appended at run time.
 mkdir -p "$root/etc/ssl/certs" && : >"$root/etc/ssl/certs/ca-certificates.crt"
 chmod 1777 "$root/tmp"

@@ -358,15 +358,11 @@ pub fn catalog_for<'c>(catalogs: &'c [Catalog], name: &str) -> Option<&'c Catalo
 pub fn find<'c>(catalogs: &'c [Catalog], box_ref: &str, arch: &str) -> Result<Found<'c>> {
     let (name, pinned) = parse_box_ref(box_ref);
     let catalog = catalog_for(catalogs, name).ok_or_else(|| {
-        let known: Vec<&str> = known_boxes(catalogs);
-        Error::setup(format!(
-            "no box named '{name}' in any catalog (known: {}); see 'boxbuild --list-boxes'",
-            if known.is_empty() {
-                "none".to_string()
-            } else {
-                known.join(", ")
-            }
-        ))
+        let known: Vec<String> = known_boxes(catalogs)
+            .into_iter()
+            .map(String::from)
+            .collect();
+        unknown_box(name, &known)
     })?;
     let entry = &catalog.file.boxes[name];
     let mut versions: Vec<&VersionEntry> =
@@ -396,6 +392,18 @@ pub fn find<'c>(catalogs: &'c [Catalog], box_ref: &str, arch: &str) -> Result<Fo
         versions,
         pinned: pinned.is_some(),
     })
+}
+
+/// The error for a box name nobody knows, listing the names that are known.
+pub fn unknown_box(name: &str, known: &[String]) -> Error {
+    Error::setup(format!(
+        "no box named '{name}' in any catalog (known: {}); see 'boxbuild --list-boxes'",
+        if known.is_empty() {
+            "none".to_string()
+        } else {
+            known.join(", ")
+        }
+    ))
 }
 
 pub fn archs_of(entry: &BoxEntry) -> Vec<&str> {
