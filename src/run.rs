@@ -44,6 +44,12 @@ fn boot_timeout(accel: Accel) -> Duration {
         Accel::Tcg => Duration::from_secs(600),
     }
 }
+/// When `--timeout` ends, counted from `started`, and the limit itself; None without a
+/// limit, or for one too far away for the clock to count to (never reached).
+fn deadline(started: Instant, timeout: Option<Duration>) -> Option<(Instant, Duration)> {
+    let limit = timeout?;
+    Some((started.checked_add(limit)?, limit))
+}
 /// After the status arrived, how long the box may take to power off by itself.
 const POWEROFF_GRACE: Duration = Duration::from_secs(30);
 /// How long QEMU gets to exit after a QMP quit before it is killed.
@@ -570,7 +576,7 @@ impl<'a> Session<'a> {
         started_at: std::time::SystemTime,
         signals: &SignalWatch,
     ) -> Result<u8> {
-        let deadline = opts.timeout.map(|t| (self.started + t, t));
+        let deadline = deadline(self.started, opts.timeout);
         let exit = loop {
             if let Some(sig) = signals.pending() {
                 return Err(Error::Interrupted(sig));
@@ -613,14 +619,16 @@ impl<'a> Session<'a> {
         signals: &SignalWatch,
         output: &mut Option<BuildOutput>,
     ) -> Result<Status> {
-        let deadline = opts.timeout.map(|t| (self.started + t, t));
+        let deadline = deadline(self.started, opts.timeout);
         let boot_deadline = self.started + boot_timeout(self.accel);
         let mut greeted = false;
         let mut status: Option<(Status, Instant)> = None;
         let mut agent_closed = false;
         let mut qemu_exited: Option<(std::process::ExitStatus, Instant)> = None;
         loop {
-            let (agent_writer, events) = self.agent.as_mut().expect("agent boxes have a channel");
+            let Some((agent_writer, events)) = self.agent.as_mut() else {
+                return Err(Error::setup("the box has no agent channel"));
+            };
             match events.recv_timeout(TICK) {
                 Ok(AgentEvent::Hello { version, agent }) => {
                     if version != PROTOCOL_VERSION {
