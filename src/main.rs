@@ -18,6 +18,7 @@ mod share;
 mod signals;
 mod size;
 mod store;
+mod target_lock;
 mod threads;
 mod ui;
 mod vm;

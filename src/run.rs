@@ -1,6 +1,7 @@
 //! One build from start to teardown; the only place that knows the order of the steps:
-//! resolve the box, check the arguments, choose the accelerator, make the run dir and the
-//! overlay, start QEMU, hand the agent its job, stream the output, and stop everything.
+//! check the arguments, take the target dir, resolve the box, choose the accelerator, make
+//! the run dir and the overlay, start QEMU, hand the agent its job, stream the output, and
+//! stop everything.
 
 use crate::agent::{self, AgentEvent};
 use crate::builder_args::{self, BuilderArgs};
@@ -14,6 +15,7 @@ use crate::share::{self, Backend, ShareBackend, SharedDir};
 use crate::signals::SignalWatch;
 use crate::size;
 use crate::store::{Key, LayerState, Ready as ResolvedBox};
+use crate::target_lock::{self, Taken};
 use crate::ui::Ui;
 use crate::vm::accel::{self, Accel};
 use crate::vm::arch::{self, ArchProfile};
@@ -89,6 +91,18 @@ pub fn build(opts: &BuildOptions, ui: Ui) -> Result<u8> {
     // Checked before anything is fetched: a typo costs nothing.
     let mut args = builder_args::resolve(&opts.builder_args)?;
     args.rest.splice(0..0, opts.kiwi_global_args());
+    // The target belongs to this build until everything writing into it has stopped:
+    // declared before them all, so dropped after them all.
+    let _target_lock = match target_lock::take(&args.target)? {
+        Taken::Locked(lock) => {
+            ui.detail(&format!("holding {}", lock.path().display()));
+            Some(lock)
+        }
+        Taken::Unsupported(why) => {
+            ui.warn(&why);
+            None
+        }
+    };
     let mut shared_dirs = vec![
         SharedDir {
             tag: "description".into(),
