@@ -379,6 +379,36 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_configuration_blames_kvm_only_for_a_failure_of_its_own() {
+        let k = PathBuf::from("/k");
+        let t = target("x86_64", &k);
+        let refused = "qemu-system-x86_64: unsupported machine type\n";
+        let same = refusal_error(&t, refused, refused).to_string();
+        assert!(
+            same.starts_with(
+                "QEMU refused to start the box: qemu-system-x86_64: unsupported machine type"
+            ),
+            "{same}"
+        );
+        assert!(!same.contains("KVM"), "{same}");
+        let msr = "qemu-system-x86_64: error: failed to set MSR 0x10a to 0x0\n";
+        let both = refusal_error(
+            &t,
+            msr,
+            "qemu-system-x86_64: CPU model 'host' requires KVM or HVF\n",
+        )
+        .to_string();
+        assert!(both.contains("requires KVM or HVF"), "{both}");
+        assert!(
+            both.contains(
+                "KVM is not usable here either: qemu-system-x86_64: error: failed to set MSR"
+            ),
+            "{both}"
+        );
+        assert_eq!(refusal_error(&t, msr, "").exit_code(), 125);
+    }
+
+    #[test]
     fn cache_is_per_configuration() {
         let k = PathBuf::from("/k");
         let a = target("x86_64", &k);
