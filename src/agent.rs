@@ -2,6 +2,7 @@
 //! thread, send the job.
 
 use crate::error::{Error, Result};
+use crate::threads;
 use guest_agent::protocol::{self, kind, Job, Status};
 use std::io;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -25,7 +26,8 @@ pub enum AgentEvent {
 }
 
 /// Accepts QEMU's connection to `listener`, giving up if QEMU exits, a signal arrives or
-/// `timeout` passes.
+/// `timeout` passes. QEMU connects while it starts, so the errors are set-up errors
+/// (QEMU did not start), or `Interrupted`.
 pub fn accept(
     listener: &UnixListener,
     what: &str,
@@ -52,16 +54,14 @@ pub fn accept(
             return Err(Error::Interrupted(sig));
         }
         if let Ok(Some(status)) = qemu.try_wait() {
-            return Err(Error::BoxFailed {
-                reason: format!("QEMU exited ({status}) before connecting its {what} channel"),
-                details: String::new(),
-            });
+            return Err(Error::setup(format!(
+                "QEMU exited ({status}) before connecting its {what} channel"
+            )));
         }
         if start.elapsed() > timeout {
-            return Err(Error::BoxFailed {
-                reason: format!("QEMU did not connect its {what} channel within {timeout:?}"),
-                details: String::new(),
-            });
+            return Err(Error::setup(format!(
+                "QEMU did not connect its {what} channel within {timeout:?}"
+            )));
         }
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -84,12 +84,13 @@ fn decode(frame: protocol::Frame) -> io::Result<Option<AgentEvent>> {
 }
 
 /// Reads frames until the channel closes, turning each into an event. Ends with `Closed`.
+/// Errors: the reading thread cannot be started.
 pub fn spawn_reader<E: Send + 'static>(
     mut stream: UnixStream,
     tx: Sender<E>,
     wrap: fn(AgentEvent) -> E,
-) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || {
+) -> Result<std::thread::JoinHandle<()>> {
+    threads::spawn("agent-reader", move || {
         let end = loop {
             match protocol::read_frame(&mut stream) {
                 Ok(Some(frame)) => match decode(frame) {

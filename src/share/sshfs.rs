@@ -50,7 +50,7 @@ impl ShareBackend for Sshfs {
                 let (stop, stream) = (stop.clone(), stream.clone());
                 // The name marks the thread's CPU time and I/O as the box's (status line).
                 let name = format!("{SHARE_THREAD_PREFIX}{}", dir.tag);
-                std::thread::Builder::new().name(name).spawn(move || {
+                crate::threads::spawn(&name, move || {
                     // QEMU connects once, at start.
                     let connection = loop {
                         if stop.load(Ordering::SeqCst) {
@@ -69,9 +69,8 @@ impl ShareBackend for Sshfs {
                         *stream.lock().unwrap_or_else(|p| p.into_inner()) = Some(clone);
                     }
                     let _ = server.serve(reader, connection);
-                })
-            }
-            .map_err(|e| Error::setup(format!("cannot start the sftp server: {e}")))?;
+                })?
+            };
             helpers.push_thread(HelperThread {
                 stop,
                 stream,
