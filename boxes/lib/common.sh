@@ -2,6 +2,10 @@
 # fetched with `apt-get download` from the recipes' own apt state (box_apt) and unpacked
 # with dpkg-deb, disks are made with `mke2fs -d`, the initrd with cpio.
 set -euo pipefail
+# mke2fs, resize2fs, depmod and friends live in the sbin directories, which a normal
+# user's PATH often lacks.
+case ":$PATH:" in *:/usr/sbin:*) ;; *) PATH=$PATH:/usr/local/sbin:/usr/sbin:/sbin ;; esac
+export PATH
 
 die() { echo "error: $*" >&2; exit 1; }
 note() { echo ">> $*" >&2; }
@@ -157,10 +161,10 @@ extract_pvh_vmlinux() {
 # their dependencies, in load order, without repeats.
 module_files() {
   local root=$1 kver=$2; shift 2
-  PATH=$PATH:/sbin:/usr/sbin depmod -b "$root" "$kver"
+  depmod -b "$root" "$kver"
   local m
   for m in "$@"; do
-    PATH=$PATH:/sbin:/usr/sbin modprobe -d "$root" -S "$kver" --show-depends "$m" 2>/dev/null |
+    modprobe -d "$root" -S "$kver" --show-depends "$m" 2>/dev/null |
       awk '$1 == "insmod" {print $2}'
   done | awk '!seen[$0]++' | sed "s|^$root/||"
 }
