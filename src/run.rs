@@ -117,6 +117,7 @@ pub fn build(opts: &BuildOptions, ui: Ui) -> Result<u8> {
     let mut library = Library::open(ui, refresh, signals.clone())?;
     let the_box = library.ready(box_ref, arch, !opts.no_update_check)?;
     ui.detail(&format!("box {} from {}", the_box.name, the_box.source));
+    the_box.tell_boot_kernel(ui);
     let plugin = the_box.settings.protocol == Protocol::KiwiBoxedPlugin;
     let cmdline = if plugin {
         // The plugin's boxes mount fixed tags and take the arguments on the kernel
@@ -188,7 +189,7 @@ pub fn build(opts: &BuildOptions, ui: Ui) -> Result<u8> {
         profile,
         machine: opts.machine.as_deref(),
         cpu: opts.cpu.as_deref(),
-        kernel: &the_box.kernel,
+        kernel: the_box.boot_kernel(),
         console: &console,
     };
     let (accel, accel_note) = accel::choose(&probe_target, opts.no_accel, &rundir::base_dir()?);
@@ -416,7 +417,7 @@ impl<'a> Session<'a> {
             cpu: opts.cpu.clone(),
             memory_mib: machine.memory_mib,
             cpus: machine.cpus,
-            kernel: the_box.kernel.clone(),
+            kernel: the_box.boot_kernel().to_path_buf(),
             initrd: the_box.initrd.clone(),
             cmdline: machine.cmdline.clone(),
             disk: machine.root_disk.clone(),
