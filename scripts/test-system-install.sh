@@ -26,7 +26,14 @@ as_user() {
     setpriv --reuid="$user" --regid="$user" --init-groups -- "$@"
 }
 
-before=$(find /var/lib/boxbuild /etc/boxbuild -newer "$boxbuild" 2>/dev/null | sort | sha256sum)
+# The system's catalogs and the box files they name: size and time of each.
+snapshot() {
+  {
+    find /etc/boxbuild -type f -exec stat -c '%n %s %Y' {} + || true
+    grep -ho 'path = "[^"]*"' /etc/boxbuild/catalog.d/*.toml | cut -d'"' -f2 | xargs -r stat -c '%n %s %Y'
+  } 2>/dev/null | sort | sha256sum
+}
+before=$(snapshot)
 echo ">> as user $user (uid $(id -u "$user")), fresh home $home/home"
 list=$(as_user "$boxbuild" --list-boxes) || fail "--list-boxes failed"
 grep -q '^tiny ' <<<"$list" || fail "the user does not see box 'tiny': $list"
@@ -43,7 +50,7 @@ set -e
 grep -q '^built-by-0$' "$home/stdout" || fail "the builder's output did not arrive: $(cat "$home/stdout")"
 grep -q 'built-by-0' "$out/result.log" || fail "result.log lacks the builder's output"
 [ "$(stat -c %U "$out/artifact.txt")" = "$user" ] || fail "the artifact is owned by $(stat -c %U "$out/artifact.txt"), not $user"
-after=$(find /var/lib/boxbuild /etc/boxbuild -newer "$boxbuild" 2>/dev/null | sort | sha256sum)
+after=$(snapshot)
 [ "$before" = "$after" ] || fail "the user's build changed the system's boxes or catalogs"
 if pgrep -u "$user" >/dev/null; then fail "processes of the build are left: $(pgrep -a -u "$user")"; fi
 left=$(find "/tmp/boxbuild-$(id -u "$user")" -mindepth 1 -maxdepth 1 -name 'run-*' 2>/dev/null || true)

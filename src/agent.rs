@@ -2,12 +2,13 @@
 //! thread, send the job.
 
 use crate::error::{Error, Result};
+use crate::threads;
 use guest_agent::protocol::{self, kind, Job, Status};
 use std::io;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::process::Child;
 use std::sync::mpsc::Sender;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 #[derive(Debug)]
 pub enum AgentEvent {
@@ -25,7 +26,8 @@ pub enum AgentEvent {
 }
 
 /// Accepts QEMU's connection to `listener`, giving up if QEMU exits, a signal arrives or
-/// `timeout` passes.
+/// `timeout` passes. QEMU connects while it starts, so the errors are set-up errors
+/// (QEMU did not start), or `Interrupted`.
 pub fn accept(
     listener: &UnixListener,
     what: &str,
@@ -52,16 +54,14 @@ pub fn accept(
             return Err(Error::Interrupted(sig));
         }
         if let Ok(Some(status)) = qemu.try_wait() {
-            return Err(Error::BoxFailed {
-                reason: format!("QEMU exited ({status}) before connecting its {what} channel"),
-                details: String::new(),
-            });
+            return Err(Error::setup(format!(
+                "QEMU exited ({status}) before connecting its {what} channel"
+            )));
         }
         if start.elapsed() > timeout {
-            return Err(Error::BoxFailed {
-                reason: format!("QEMU did not connect its {what} channel within {timeout:?}"),
-                details: String::new(),
-            });
+            return Err(Error::setup(format!(
+                "QEMU did not connect its {what} channel within {timeout:?}"
+            )));
         }
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -84,12 +84,13 @@ fn decode(frame: protocol::Frame) -> io::Result<Option<AgentEvent>> {
 }
 
 /// Reads frames until the channel closes, turning each into an event. Ends with `Closed`.
+/// Errors: the reading thread cannot be started.
 pub fn spawn_reader<E: Send + 'static>(
     mut stream: UnixStream,
     tx: Sender<E>,
     wrap: fn(AgentEvent) -> E,
-) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || {
+) -> Result<std::thread::JoinHandle<()>> {
+    threads::spawn("agent-reader", move || {
         let end = loop {
             match protocol::read_frame(&mut stream) {
                 Ok(Some(frame)) => match decode(frame) {
@@ -109,6 +110,41 @@ pub fn spawn_reader<E: Send + 'static>(
     })
 }
 
-pub fn send_job(stream: &mut UnixStream, job: &Job) -> io::Result<()> {
-    protocol::write_frame(stream, kind::JOB, &job.encode())
+/// Sends the job in the layout of `version`, the protocol the agent greeted with
+/// (`OLDEST_PROTOCOL_VERSION` to `PROTOCOL_VERSION`), stamped with the host's current time
+/// so the agent can set the box's clock to it.
+pub fn send_job(stream: &mut UnixStream, job: &Job, version: u32) -> io::Result<()> {
+    let stamped = Job {
+        host_time: SystemTime::now().duration_since(UNIX_EPOCH).ok(),
+        ..job.clone()
+    };
+    protocol::write_frame(stream, kind::JOB, &stamped.encode_for(version))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use guest_agent::protocol::{OLDEST_PROTOCOL_VERSION, PROTOCOL_VERSION};
+
+    fn sent(version: u32) -> Job {
+        let (mut host, mut guest) = UnixStream::pair().unwrap();
+        let job = Job {
+            argv: vec![b"builder".to_vec()],
+            ..Job::default()
+        };
+        send_job(&mut host, &job, version).unwrap();
+        let frame = protocol::read_frame(&mut guest).unwrap().unwrap();
+        assert_eq!(frame.kind, kind::JOB);
+        assert_eq!(frame.payload[..4], version.to_le_bytes());
+        Job::decode(&frame.payload).unwrap()
+    }
+
+    #[test]
+    fn the_job_carries_the_hosts_time_for_agents_that_read_it() {
+        let before = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+        let time = sent(PROTOCOL_VERSION).host_time.expect("host time");
+        let after = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+        assert!(before <= time && time <= after, "{time:?}");
+        assert_eq!(sent(OLDEST_PROTOCOL_VERSION).host_time, None);
+    }
 }

@@ -1,6 +1,13 @@
 //! `boxbuild box ...` (and `--list-boxes`): list, fetch, update, outdated, prune,
 //! remove and verify boxes in the cache.
 
+/// `println!` that ignores a stdout whose reader is gone (see `ui::say`).
+macro_rules! say {
+    ($($arg:tt)*) => {
+        crate::ui::say(&format!($($arg)*))
+    };
+}
+
 use crate::catalog::{self, compare_versions, Refresh};
 use crate::cli::BoxCommand;
 use crate::error::{Error, Result};
@@ -43,7 +50,12 @@ fn host_arch() -> &'static str {
 fn print_table(rows: &[Vec<String>]) {
     let columns = rows.first().map(Vec::len).unwrap_or(0);
     let widths: Vec<usize> = (0..columns)
-        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .map(|i| {
+            rows.iter()
+                .map(|r| r.get(i).map_or(0, |cell| cell.chars().count()))
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     for row in rows {
         let mut line = String::new();
@@ -51,10 +63,11 @@ fn print_table(rows: &[Vec<String>]) {
             if i + 1 == columns {
                 line.push_str(cell);
             } else {
-                line.push_str(&format!("{cell:w$}  ", w = widths[i]));
+                let w = widths.get(i).copied().unwrap_or(0);
+                line.push_str(&format!("{cell:w$}  "));
             }
         }
-        println!("{}", line.trim_end());
+        say!("{}", line.trim_end());
     }
 }
 
@@ -68,10 +81,11 @@ pub fn list(library: &Library) -> Result<u8> {
         "DESCRIPTION".into(),
     ]];
     for name in catalog::known_boxes(&library.catalogs) {
-        let Some(cat) = catalog::catalog_for(&library.catalogs, name) else {
+        let Some(entry) =
+            catalog::catalog_for(&library.catalogs, name).and_then(|c| c.file.boxes.get(name))
+        else {
             continue;
         };
-        let entry = &cat.file.boxes[name];
         for arch in catalog::archs_of(entry) {
             let found = library.find(name, arch)?;
             let mut at_hand = Vec::new();
@@ -114,7 +128,7 @@ pub fn list(library: &Library) -> Result<u8> {
         }
     }
     if rows.len() == 1 {
-        println!("no boxes in any catalog; see docs/catalog.md");
+        say!("no boxes in any catalog; see docs/catalog.md");
         return Ok(0);
     }
     print_table(&rows);
@@ -195,9 +209,9 @@ fn update(library: &Library, names: &[String], arch: Option<&str>) -> Result<u8>
             .map(|c| c.key.version.clone());
         let ready = store::provide(&library.store, &found, newest, &library.fetcher())?;
         match (ready.fetched, before) {
-            (false, _) => println!("box {key}: up to date"),
-            (true, Some(old)) => println!("box {key}: updated from {old}"),
-            (true, None) => println!("box {key}: fetched"),
+            (false, _) => say!("box {key}: up to date"),
+            (true, Some(old)) => say!("box {key}: updated from {old}"),
+            (true, None) => say!("box {key}: fetched"),
         }
     }
     Ok(0)
@@ -214,14 +228,16 @@ fn outdated(library: &Library) -> Result<u8> {
         let Ok(found) = library.find(&name, &arch) else {
             continue;
         };
-        let newest_cached = &versions.last().expect("groups are not empty").key.version;
+        let Some(newest_cached) = versions.last().map(|c| &c.key.version) else {
+            continue;
+        };
         let newest = &found.newest().version;
         if compare_versions(newest, newest_cached).is_gt() {
             rows.push(vec![name, arch, newest_cached.clone(), newest.clone()]);
         }
     }
     if rows.len() == 1 {
-        println!("all cached boxes are up to date");
+        say!("all cached boxes are up to date");
     } else {
         print_table(&rows);
     }
@@ -255,41 +271,43 @@ fn prune(library: &Library, dry_run: bool) -> Result<u8> {
     let mut kept = Vec::new();
     let mut gone = Vec::new();
     for (_, mut versions) in cached_by_box(library) {
-        let newest = versions.pop().expect("groups are not empty");
-        println!("keeping box {}", newest.key);
+        let Some(newest) = versions.pop() else {
+            continue;
+        };
+        say!("keeping box {}", newest.key);
         kept.push(newest.key.clone());
         for old in versions {
             let size = old.bytes();
             if dry_run {
-                println!("would remove box {} ({})", old.key, HumanBytes(size));
+                say!("would remove box {} ({})", old.key, HumanBytes(size));
                 gone.push(old.key.clone());
             } else if library.store.remove(&old.key)? {
-                println!("removed box {} ({})", old.key, HumanBytes(size));
+                say!("removed box {} ({})", old.key, HumanBytes(size));
                 freed += size;
             } else {
-                println!("kept box {}: a running build uses it", old.key);
+                say!("kept box {}: a running build uses it", old.key);
             }
         }
     }
     // Persistent layers (--no-snapshot) stay only for the versions kept in the cache.
     for layer in library.store.layers() {
         if kept.contains(&layer.key) {
-            println!("keeping the persistent layer of {}", layer.key);
+            say!("keeping the persistent layer of {}", layer.key);
         } else if dry_run {
-            println!(
+            say!(
                 "would remove the persistent layer of {} ({})",
                 layer.key,
                 HumanBytes(layer.bytes)
             );
         } else if library.store.remove_layer(&layer.key)? {
-            println!(
+            say!(
                 "removed the persistent layer of {} ({})",
                 layer.key,
                 HumanBytes(layer.bytes)
             );
             freed += layer.bytes;
         } else {
-            println!(
+            say!(
                 "kept the persistent layer of {}: a running build uses it",
                 layer.key
             );
@@ -298,7 +316,7 @@ fn prune(library: &Library, dry_run: bool) -> Result<u8> {
     freed += prune_kernels(library, &gone, dry_run)?;
     if !dry_run {
         freed += library.store.clean_tmp()?;
-        println!("freed {}", HumanBytes(freed));
+        say!("freed {}", HumanBytes(freed));
     }
     Ok(0)
 }
@@ -324,7 +342,7 @@ fn remove(library: &Library, box_ref: &str, arch: Option<&str>) -> Result<u8> {
     let mut busy = false;
     for layer in &layers {
         if library.store.remove_layer(&layer.key)? {
-            println!("removed the persistent layer of {}", layer.key);
+            say!("removed the persistent layer of {}", layer.key);
         } else {
             library.ui.error(&format!(
                 "the persistent layer of {} is in use by a running build; not removed",
@@ -344,7 +362,7 @@ fn remove(library: &Library, box_ref: &str, arch: Option<&str>) -> Result<u8> {
     }
     for c in chosen {
         if library.store.remove(&c.key)? {
-            println!("removed box {} ({})", c.key, HumanBytes(c.bytes()));
+            say!("removed box {} ({})", c.key, HumanBytes(c.bytes()));
         } else {
             library.ui.error(&format!(
                 "box {} is in use by a running build; not removed",
@@ -367,12 +385,12 @@ fn verify(library: &Library, names: &[String]) -> Result<u8> {
         .filter(|c| names.is_empty() || names.contains(&c.key.name))
         .collect();
     if chosen.is_empty() {
-        println!("no cached boxes to verify");
+        say!("no cached boxes to verify");
     }
     for c in chosen {
         let lock_path = library.store.lock_path(&c.key)?;
         let Some(held) = lock::try_acquire(&lock_path, lock::Mode::Shared)? else {
-            println!("busy box {}: being fetched, not verified", c.key);
+            say!("busy box {}: being fetched, not verified", c.key);
             continue;
         };
         let mut damage = Vec::new();
@@ -390,15 +408,15 @@ fn verify(library: &Library, names: &[String]) -> Result<u8> {
         }
         drop(held);
         if damage.is_empty() {
-            println!("ok box {}", c.key);
+            say!("ok box {}", c.key);
             continue;
         }
         problems = true;
-        println!("BAD box {}: {}", c.key, damage.join("; "));
+        say!("BAD box {}: {}", c.key, damage.join("; "));
         if library.store.remove(&c.key)? {
-            println!("removed box {}; the next build fetches it again", c.key);
+            say!("removed box {}; the next build fetches it again", c.key);
         } else {
-            println!(
+            say!(
                 "box {} is in use by a running build; remove it with 'boxbuild box remove {}@{}' later",
                 c.key, c.key.name, c.key.version
             );

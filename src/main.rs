@@ -17,16 +17,34 @@ mod scratch;
 mod share;
 mod signals;
 mod size;
+mod status;
 mod store;
+mod target_lock;
+mod threads;
 mod ui;
 mod vm;
 
 use clap::Parser;
 use cli::{BoxCommand, Cli, Command};
+use std::any::Any;
+use std::panic::{self, Location};
 use std::process::ExitCode;
 use ui::Ui;
 
 fn main() -> ExitCode {
+    // The last line of defence: a panic is a bug, reported in one line. The unwinding
+    // that follows still stops QEMU and removes the run dir (their Drop impls), and the
+    // run ends with the code of boxbuild's own failures.
+    panic::set_hook(Box::new(|info| {
+        ui::line(&panic_line(info.payload(), info.location()));
+    }));
+    match panic::catch_unwind(run) {
+        Ok(code) => code,
+        Err(_) => ExitCode::from(error::exit_code::SETUP),
+    }
+}
+
+fn run() -> ExitCode {
     let cli = Cli::parse_from(cli::without_plugin_words(std::env::args_os()));
     let ui = match &cli.command {
         Some(Command::Box(args)) => Ui {
@@ -47,8 +65,43 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             ui.error(&e.to_string());
-            eprint!("{}", e.details());
+            ui::text(e.details());
             ExitCode::from(e.exit_code())
         }
+    }
+}
+
+/// The one line a panic is reported with: what and where.
+fn panic_line(payload: &dyn Any, location: Option<&Location>) -> String {
+    let what = payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("no message");
+    let at = location
+        .map(|l| format!(" at {}:{}", l.file(), l.line()))
+        .unwrap_or_default();
+    format!(
+        "boxbuild: error: internal error{at}: {}; this is a bug in boxbuild, please report it",
+        what.replace('\n', " ")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_is_one_error_line() {
+        let here = Location::caller();
+        let line = panic_line(&"unexpected eof\nmore", Some(here));
+        assert!(line.starts_with("boxbuild: error: internal error at src/main.rs:"));
+        assert!(
+            line.contains(": unexpected eof more; this is a bug"),
+            "{line}"
+        );
+        let owned: Box<dyn Any> = Box::new(String::from("owned"));
+        assert!(panic_line(owned.as_ref(), None).contains("internal error: owned;"));
+        assert!(panic_line(&42u8, None).contains("no message"));
     }
 }

@@ -87,14 +87,15 @@ pub enum Stream {
 }
 
 /// Copies what QEMU appends to the console log onto `stream` until `stop` is set; the
-/// last read after `stop` catches what was written until then.
+/// last read after `stop` catches what was written until then. Errors: the copying
+/// thread cannot be started.
 pub fn follow_console(
     path: std::path::PathBuf,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     stream: Stream,
-) -> std::thread::JoinHandle<()> {
+) -> crate::error::Result<std::thread::JoinHandle<()>> {
     use std::sync::atomic::Ordering;
-    std::thread::spawn(move || {
+    crate::threads::spawn("console", move || {
         let mut offset = 0u64;
         let mut buf = vec![0u8; 16 * 1024];
         loop {

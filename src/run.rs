@@ -1,6 +1,7 @@
 //! One build from start to teardown; the only place that knows the order of the steps:
-//! resolve the box, check the arguments, choose the accelerator, make the run dir and the
-//! overlay, start QEMU, hand the agent its job, stream the output, and stop everything.
+//! check the arguments, take the target dir, resolve the box, choose the accelerator, make
+//! the run dir and the overlay, start QEMU, hand the agent its job, stream the output, and
+//! stop everything.
 
 use crate::agent::{self, AgentEvent};
 use crate::builder_args::{self, BuilderArgs};
@@ -13,14 +14,16 @@ use crate::rundir::{self, RunDir};
 use crate::share::{self, Backend, ShareBackend, SharedDir};
 use crate::signals::SignalWatch;
 use crate::size;
+use crate::status::StatusLine;
 use crate::store::{Key, LayerState, Ready as ResolvedBox};
+use crate::target_lock::{self, Taken};
 use crate::ui::Ui;
 use crate::vm::accel::{self, Accel};
 use crate::vm::arch::{self, ArchProfile};
 use crate::vm::qemu::QemuSpec;
-use crate::vm::{overlay, process, qmp};
+use crate::vm::{overlay, process, qmp, refusal};
 use crate::{guest_setup, plugin_box, scratch};
-use guest_agent::protocol::{Job, Mount, Status, PROTOCOL_VERSION};
+use guest_agent::protocol::{Job, Mount, Status, OLDEST_PROTOCOL_VERSION, PROTOCOL_VERSION};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
@@ -35,12 +38,20 @@ const DEFAULT_MEMORY_MIB: u64 = 2048;
 const DEFAULT_CPUS: u32 = 2;
 /// How long QEMU may take to connect its sockets after it started.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a QEMU that failed to start gets to finish its own exit (and its message).
+const REFUSAL_GRACE: Duration = Duration::from_secs(2);
 /// How long the box may take from power-on to the agent's greeting.
 fn boot_timeout(accel: Accel) -> Duration {
     match accel {
         Accel::Kvm => Duration::from_secs(120),
         Accel::Tcg => Duration::from_secs(600),
     }
+}
+/// When `--timeout` ends, counted from `started`, and the limit itself; None without a
+/// limit, or for one too far away for the clock to count to (never reached).
+fn deadline(started: Instant, timeout: Option<Duration>) -> Option<(Instant, Duration)> {
+    let limit = timeout?;
+    Some((started.checked_add(limit)?, limit))
 }
 /// After the status arrived, how long the box may take to power off by itself.
 const POWEROFF_GRACE: Duration = Duration::from_secs(30);
@@ -81,6 +92,18 @@ pub fn build(opts: &BuildOptions, ui: Ui) -> Result<u8> {
     // Checked before anything is fetched: a typo costs nothing.
     let mut args = builder_args::resolve(&opts.builder_args)?;
     args.rest.splice(0..0, opts.kiwi_global_args());
+    // The target belongs to this build until everything writing into it has stopped:
+    // declared before them all, so dropped after them all.
+    let _target_lock = match target_lock::take(&args.target)? {
+        Taken::Locked(lock) => {
+            ui.detail(&format!("holding {}", lock.path().display()));
+            Some(lock)
+        }
+        Taken::Unsupported(why) => {
+            ui.warn(&why);
+            None
+        }
+    };
     let mut shared_dirs = vec![
         SharedDir {
             tag: "description".into(),
@@ -192,7 +215,7 @@ pub fn build(opts: &BuildOptions, ui: Ui) -> Result<u8> {
         kernel: the_box.boot_kernel(),
         console: &console,
     };
-    let (accel, accel_note) = accel::choose(&probe_target, opts.no_accel, &rundir::base_dir()?);
+    let (accel, accel_note) = accel::choose(&probe_target, opts.no_accel, &rundir::base_dir()?)?;
     if let Some(note) = accel_note {
         ui.info(&note);
     }
@@ -352,6 +375,8 @@ fn job(
         } else {
             Vec::new()
         },
+        // Stamped as the job is sent (agent::send_job).
+        host_time: None,
     }
 }
 
@@ -450,9 +475,11 @@ impl<'a> Session<'a> {
             (false, true, true) => Some(output::Stream::Stderr),
             (false, true, false) => None,
         };
-        let console_follower = console_target.map(|stream| {
-            output::follow_console(spec.console_log.clone(), console_stop.clone(), stream)
-        });
+        let console_follower = console_target
+            .map(|stream| {
+                output::follow_console(spec.console_log.clone(), console_stop.clone(), stream)
+            })
+            .transpose()?;
         let started = Instant::now();
         let mut qemu = process::spawn(
             machine.profile.qemu_binary,
@@ -461,7 +488,9 @@ impl<'a> Session<'a> {
             &run_dir.path("qemu.log"),
             opts.box_debug,
         )?;
-        // Until the Session exists, a failure must still take QEMU down.
+        // Until the Session exists, a failure must still take QEMU down. QEMU answers on
+        // QMP only once it has set the machine up, so anything failing before that is
+        // QEMU refusing to start: a set-up error in QEMU's own words.
         let connected = (|| {
             let pending = || signals.pending();
             let qmp_stream = agent::accept(
@@ -487,18 +516,29 @@ impl<'a> Session<'a> {
                 .try_clone()
                 .map_err(|e| Error::setup(format!("agent socket: {e}")))?;
             let (tx, events) = mpsc::channel();
-            agent::spawn_reader(agent_stream, tx, |e| e);
+            agent::spawn_reader(agent_stream, tx, |e| e)?;
             Ok((control, Some((agent_writer, events))))
         })();
         let (control, agent) = match connected {
             Ok(connected) => connected,
             Err(e) => {
-                process::stop(&mut qemu, Duration::ZERO);
+                let grace = match e {
+                    Error::Interrupted(_) => Duration::ZERO,
+                    _ => REFUSAL_GRACE,
+                };
+                process::stop(&mut qemu, grace);
                 console_stop.store(true, std::sync::atomic::Ordering::SeqCst);
                 if let Some(follower) = console_follower {
                     let _ = follower.join();
                 }
-                return Err(with_qemu_log(e, run_dir));
+                return Err(match e {
+                    Error::Interrupted(_) => e,
+                    other => refusal::error_from_log(
+                        &run_dir.path("qemu.log"),
+                        machine.profile.qemu_binary,
+                        &other.to_string(),
+                    ),
+                });
             }
         };
         Ok(Session {
@@ -554,7 +594,7 @@ impl<'a> Session<'a> {
         started_at: std::time::SystemTime,
         signals: &SignalWatch,
     ) -> Result<u8> {
-        let deadline = opts.timeout.map(|t| (self.started + t, t));
+        let deadline = deadline(self.started, opts.timeout);
         let exit = loop {
             if let Some(sig) = signals.pending() {
                 return Err(Error::Interrupted(sig));
@@ -597,20 +637,26 @@ impl<'a> Session<'a> {
         signals: &SignalWatch,
         output: &mut Option<BuildOutput>,
     ) -> Result<Status> {
-        let deadline = opts.timeout.map(|t| (self.started + t, t));
+        // Cleared and stopped on every return, before any error is written.
+        let status_line = StatusLine::start(ui, opts.box_console || opts.box_debug, self.started);
+        let deadline = deadline(self.started, opts.timeout);
         let boot_deadline = self.started + boot_timeout(self.accel);
         let mut greeted = false;
         let mut status: Option<(Status, Instant)> = None;
         let mut agent_closed = false;
         let mut qemu_exited: Option<(std::process::ExitStatus, Instant)> = None;
         loop {
-            let (agent_writer, events) = self.agent.as_mut().expect("agent boxes have a channel");
-            match events.recv_timeout(TICK) {
+            let Some((agent_writer, events)) = self.agent.as_mut() else {
+                return Err(Error::setup("the box has no agent channel"));
+            };
+            let received = events.recv_timeout(TICK);
+            let hold = received.as_ref().ok().map(|event| status_line.hold(event));
+            match received {
                 Ok(AgentEvent::Hello { version, agent }) => {
-                    if version != PROTOCOL_VERSION {
+                    if !(OLDEST_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&version) {
                         return Err(Error::BoxFailed {
                             reason: format!(
-                                "the box's agent ({agent}) speaks protocol {version}, this boxbuild speaks {PROTOCOL_VERSION}; update the box or boxbuild"
+                                "the box's agent ({agent}) speaks protocol {version}, this boxbuild speaks {OLDEST_PROTOCOL_VERSION} to {PROTOCOL_VERSION}; update the box or boxbuild"
                             ),
                             details: String::new(),
                         });
@@ -621,7 +667,7 @@ impl<'a> Session<'a> {
                     ));
                     greeted = true;
                     *output = Some(BuildOutput::create(target)?);
-                    agent::send_job(agent_writer, job).map_err(|e| Error::BoxFailed {
+                    agent::send_job(agent_writer, job, version).map_err(|e| Error::BoxFailed {
                         reason: format!("cannot send the job to the agent: {e}"),
                         details: self.console_tail(),
                     })?;
@@ -651,6 +697,7 @@ impl<'a> Session<'a> {
                 Err(mpsc::RecvTimeoutError::Disconnected) => agent_closed = true,
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
             }
+            drop(hold);
             if agent_closed && status.is_none() && qemu_exited.is_none() {
                 // The channel can only close early if QEMU is going down; give it a moment.
                 std::thread::sleep(TICK);
@@ -675,6 +722,7 @@ impl<'a> Session<'a> {
             if let Some((s, at)) = &status {
                 // --box-debug: the box stays up until the user leaves its shell.
                 if !opts.box_debug && at.elapsed() > POWEROFF_GRACE {
+                    let _pause = status_line.pause();
                     ui.detail("the box did not power off after the build; stopping it");
                     return Ok(s.clone());
                 }
@@ -714,16 +762,5 @@ impl<'a> Session<'a> {
             details.push_str(&output::tail(&self.run_dir.path("qemu.log"), 5));
         }
         Error::BoxFailed { reason, details }
-    }
-}
-
-/// Adds QEMU's own error output to a failure that happened before the box came up.
-fn with_qemu_log(error: Error, run_dir: &RunDir) -> Error {
-    match error {
-        Error::BoxFailed { reason, details } => Error::BoxFailed {
-            reason,
-            details: details + &output::tail(&run_dir.path("qemu.log"), 10),
-        },
-        other => other,
     }
 }

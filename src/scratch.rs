@@ -16,7 +16,10 @@ pub const GUEST_PATH: &str = "/var/tmp";
 pub fn create(path: &Path, size_mib: u64) -> Result<()> {
     let file = std::fs::File::create(path)
         .map_err(|e| Error::setup(format!("scratch disk {}: {e}", path.display())))?;
-    file.set_len(size_mib * 1024 * 1024)
+    let bytes = size_mib
+        .checked_mul(1024 * 1024)
+        .ok_or_else(|| Error::setup(format!("a scratch disk of {size_mib} MiB is too large")))?;
+    file.set_len(bytes)
         .map_err(|e| Error::setup(format!("scratch disk {}: {e}", path.display())))?;
     drop(file);
     let mkfs = find_mkfs().ok_or_else(|| {

@@ -18,11 +18,11 @@ impl SignalWatch {
         let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])
             .map_err(|e| Error::setup(format!("cannot install signal handlers: {e}")))?;
         let seen = last.clone();
-        std::thread::spawn(move || {
+        crate::threads::spawn("signals", move || {
             for sig in signals.forever() {
                 seen.store(sig, Ordering::SeqCst);
             }
-        });
+        })?;
         Ok(SignalWatch { last })
     }
 

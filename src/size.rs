@@ -1,7 +1,8 @@
 //! Memory sizes as users write them: `8G`, `8096M`, `512MiB`, or a bare number.
 
 /// Parses a size into MiB. A bare number means GiB, as in KIWI's boxbuild plugin
-/// (`--box-memory 8` is 8 GiB).
+/// (`--box-memory 8` is 8 GiB). Errors: no number, an unknown unit, less than 64 MiB, or
+/// more bytes than a u64 holds.
 pub fn parse_mib(text: &str) -> Result<u64, String> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
@@ -14,7 +15,10 @@ pub fn parse_mib(text: &str) -> Result<u64, String> {
         "t" | "tb" | "tib" => 1024 * 1024,
         _ => return Err(bad()),
     };
-    let mib = value.checked_mul(factor).ok_or_else(bad)?;
+    let mib = value
+        .checked_mul(factor)
+        .filter(|mib| mib.checked_mul(1024 * 1024).is_some())
+        .ok_or_else(|| format!("size '{text}' is too large"))?;
     if mib < 64 {
         return Err(format!(
             "size '{text}' is too small: a box needs at least 64M"
@@ -38,7 +42,16 @@ mod tests {
 
     #[test]
     fn rejects_nonsense_with_a_hint() {
-        for bad in ["", "G", "8X", "-1", "1.5G", "10M"] {
+        for bad in [
+            "",
+            "G",
+            "8X",
+            "-1",
+            "1.5G",
+            "10M",
+            "17592186044416M",
+            "99999999999999T",
+        ] {
             assert!(parse_mib(bad).is_err(), "{bad}");
         }
         assert!(parse_mib("8X").unwrap_err().contains("512M or 8G"));

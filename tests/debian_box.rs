@@ -1,11 +1,14 @@
 //! The Debian kiwi box from boxes/debian, booted for real: kiwi-ng answers through
 //! boxbuild, --kiwi-version installs another kiwi from PyPI over the box's network (HTTPS,
 //! with the host's CA certificates), and a failing kiwi build passes its exit code and
-//! leaves result.log explaining why. The full image builds are in scripts/e2e-kiwi.sh.
+//! leaves result.log explaining why; and the box gives its builder what a normal system
+//! gives (docs/guest-agent.md, "What the builder finds in the box"). The full image builds
+//! are in scripts/e2e-kiwi.sh.
 
 mod common;
 
-use common::{debian_box_dir, repo_root, stderr, stdout, Env};
+use common::userland::{self, now};
+use common::{debian_box_dir, ok, repo_root, stderr, stdout, Env};
 use std::fs;
 use std::process::Command;
 
@@ -109,4 +112,55 @@ fn a_failing_kiwi_build_passes_its_exit_code_and_leaves_its_log() {
         "result.log does not say why:\n{log}"
     );
     assert!(log.contains("kiwi-ng system build failed"), "{log}");
+}
+
+/// The Debian box's catalog entry with `builder` replaced: the same box files, running
+/// `/description/script.sh` with the box's /bin/sh instead of boxbuild-kiwi.
+fn debian_catalog_running_the_script(env: &Env) -> std::path::PathBuf {
+    let catalog = fs::read_to_string(debian_box_dir().join("catalog.toml")).unwrap();
+    let builder = "builder = [\"/bin/sh\", \"/description/script.sh\"]";
+    let lines: Vec<&str> = catalog
+        .lines()
+        .map(|l| {
+            if l.starts_with("builder = ") {
+                builder
+            } else {
+                l
+            }
+        })
+        .collect();
+    assert!(lines.contains(&builder), "no builder in {catalog}");
+    let path = env.tmp.path().join("debian-script.toml");
+    fs::write(&path, lines.join("\n") + "\n").unwrap();
+    path
+}
+
+#[test]
+fn the_builder_finds_what_a_normal_system_gives() {
+    let env = Env::new();
+    env.script(&userland::probe("script -qec true /dev/null"));
+    let mut build = debian_build(&env, &["-v"], &env.desc, &[]);
+    build.env("BOXBUILD_CONFIG", debian_catalog_running_the_script(&env));
+    let started = now();
+    let out = build.output().unwrap();
+    let ended = now();
+    ok(&out);
+    let report = userland::read_report(&env.out);
+    // The recipe writes /etc/hostname; getent resolves through nsswitch.conf and
+    // /etc/hosts, as any program does.
+    let mut problems = userland::problems(&report, "boxbuild", (started, ended));
+    if !report.contains_key("getent") {
+        problems.push("getent did not run".to_string());
+    }
+    assert!(
+        problems.is_empty(),
+        "{}\n\nreport: {report:#?}\nstderr:\n{}",
+        problems.join("\n"),
+        stderr(&out)
+    );
+    assert!(
+        !stderr(&out).contains("box setup failed"),
+        "{}",
+        stderr(&out)
+    );
 }

@@ -5,6 +5,7 @@
 //! it ended, and powers the box off.
 
 mod sys;
+mod userland;
 
 use guest_agent::protocol::{self, kind, Job, Network, Status};
 use std::ffi::OsStr;
@@ -31,15 +32,17 @@ fn agent_version() -> &'static str {
 fn main() {
     let no_poweroff = std::env::args().any(|a| a == "--no-poweroff");
     let pid1 = sys::is_pid1();
-    if pid1 {
-        mount_basics();
-    }
-    if let Err(e) = serve() {
-        eprintln!("boxbuild-agent: {}", e);
+    let failed_setup = if pid1 {
+        userland::provide()
+    } else {
+        Vec::new()
+    };
+    if let Err(e) = serve(pid1, &failed_setup) {
+        userland::console(&e.to_string());
     }
     if pid1 || !no_poweroff {
         let e = sys::power_off();
-        eprintln!("boxbuild-agent: power off failed: {}", e);
+        userland::console(&format!("power off failed: {}", e));
     }
     if pid1 {
         // PID 1 must never exit: that would panic the kernel.
@@ -47,42 +50,6 @@ fn main() {
             thread::sleep(Duration::from_secs(3600));
         }
     }
-}
-
-/// What an init must provide before anything else works; skipped for what is there already.
-fn mount_basics() {
-    let basics: [(&str, &str, &str); 4] = [
-        ("proc", "/proc", "proc"),
-        ("sysfs", "/sys", "sysfs"),
-        ("devtmpfs", "/dev", "devtmpfs"),
-        ("tmpfs", "/run", "tmpfs"),
-    ];
-    let mounted = fs::read_to_string("/proc/mounts").unwrap_or_default();
-    for (source, target, fstype) in basics.iter() {
-        let present = mounted
-            .lines()
-            .any(|l| l.split_whitespace().nth(1) == Some(*target));
-        if present {
-            continue;
-        }
-        let _ = fs::create_dir_all(target);
-        let flags = sys::MS_NOSUID;
-        if let Err(e) = sys::mount_fs(
-            source.as_bytes(),
-            target.as_bytes(),
-            fstype.as_bytes(),
-            flags,
-            b"",
-        ) {
-            eprintln!("boxbuild-agent: mount {}: {}", target, e);
-        }
-    }
-    // An initrd's shell hands over its own short PATH (without /usr/local); a box's
-    // init sets the full one.
-    std::env::set_var(
-        "PATH",
-        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-    );
 }
 
 /// The /dev node of the named virtio-serial port; waits for the driver to create it.
@@ -116,11 +83,14 @@ fn send(channel: &Channel, kind: u8, payload: &[u8]) -> io::Result<()> {
 }
 
 fn log(channel: &Channel, message: &str) {
-    eprintln!("boxbuild-agent: {}", message);
+    userland::console(message);
     let _ = send(channel, kind::LOG, message.as_bytes());
 }
 
-fn serve() -> io::Result<()> {
+/// Talks to the host. As PID 1 (`pid1`) it also sets the box's clock to the host's;
+/// `failed_setup` are the setup steps that failed before the channel was up, reported to
+/// the host first.
+fn serve(pid1: bool, failed_setup: &[String]) -> io::Result<()> {
     let port_path = find_port(protocol::PORT_NAME, Duration::from_secs(60))?;
     let port = OpenOptions::new().read(true).write(true).open(&port_path)?;
     let mut reader = port.try_clone()?;
@@ -130,6 +100,13 @@ fn serve() -> io::Result<()> {
         kind::HELLO,
         &protocol::encode_hello(agent_version()),
     )?;
+    for failure in failed_setup {
+        let _ = send(
+            &channel,
+            kind::LOG,
+            format!("box setup failed: {}", failure).as_bytes(),
+        );
+    }
 
     let job = loop {
         match protocol::read_frame(&mut reader)? {
@@ -144,6 +121,13 @@ fn serve() -> io::Result<()> {
         }
     };
 
+    if let (true, Some(host)) = (pid1, job.host_time) {
+        match userland::match_host_clock(host) {
+            Some(Ok(done)) => log(&channel, &done),
+            Some(Err(e)) => log(&channel, &e),
+            None => {}
+        }
+    }
     if let Some(network) = &job.network {
         if let Err(e) = configure_network(network) {
             log(&channel, &format!("network not configured: {}", e));
@@ -198,10 +182,10 @@ fn debug_shell(console: &[u8]) {
     let (stdin, stdout, stderr) = match (open(), open(), open()) {
         (Ok(i), Ok(o), Ok(e)) => (i, o, e),
         _ => {
-            eprintln!(
-                "boxbuild-agent: cannot open {} for the debug shell",
+            userland::console(&format!(
+                "cannot open {} for the debug shell",
                 console.to_string_lossy()
-            );
+            ));
             return;
         }
     };
@@ -224,7 +208,7 @@ fn debug_shell(console: &[u8]) {
         .stderr(stderr)
         .status();
     if let Err(e) = status {
-        eprintln!("boxbuild-agent: cannot start the debug shell: {}", e);
+        userland::console(&format!("cannot start the debug shell: {}", e));
     }
 }
 

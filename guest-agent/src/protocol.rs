@@ -12,9 +12,17 @@
 //! Written for Rust 1.63 and without dependencies so the agent builds with a bare rustc.
 
 use std::io::{self, Read, Write};
+use std::time::Duration;
 
 /// Bumped on any incompatible change to frames or the job layout.
-pub const PROTOCOL_VERSION: u32 = 2;
+///
+/// 3: the job carries the host's wall-clock time (`Job::host_time`).
+pub const PROTOCOL_VERSION: u32 = 3;
+
+/// The oldest protocol version both sides still speak: a host sends a version-2 agent a
+/// job in that version's layout (without the host's time), and the agent reads jobs of
+/// either version.
+pub const OLDEST_PROTOCOL_VERSION: u32 = 2;
 
 /// Name of the virtio-serial port the agent talks on.
 pub const PORT_NAME: &str = "org.boxbuild.agent";
@@ -104,6 +112,11 @@ impl Encoder {
         self.buf.extend_from_slice(&v.to_le_bytes());
         self
     }
+    /// Eight bytes, little-endian.
+    pub fn u64(&mut self, v: u64) -> &mut Self {
+        self.buf.extend_from_slice(&v.to_le_bytes());
+        self
+    }
     pub fn bytes(&mut self, v: &[u8]) -> &mut Self {
         self.u32(v.len() as u32);
         self.buf.extend_from_slice(v);
@@ -144,6 +157,13 @@ impl<'a> Decoder<'a> {
     }
     pub fn i32(&mut self) -> io::Result<i32> {
         Ok(self.u32()? as i32)
+    }
+    /// Eight bytes, little-endian.
+    pub fn u64(&mut self) -> io::Result<u64> {
+        let b = self.take(8)?;
+        let mut le = [0u8; 8];
+        le.copy_from_slice(b);
+        Ok(u64::from_le_bytes(le))
     }
     pub fn bytes(&mut self) -> io::Result<Vec<u8>> {
         let n = self.u32()? as usize;
@@ -192,6 +212,11 @@ pub struct Job {
     /// After the status is sent, open a shell on this console device (e.g. `/dev/ttyS0`)
     /// and power off only when it ends (`--box-debug`); empty: power off at once.
     pub debug_console: Vec<u8>,
+    /// The host's wall-clock time when it sent the job, since the Unix epoch; the agent
+    /// sets the box's clock to it when the two differ by more than a second. None from a
+    /// host speaking protocol 2; on the wire (version 3 and later) a flag, then the seconds
+    /// as u64 and the nanoseconds as u32.
+    pub host_time: Option<Duration>,
 }
 
 /// A static configuration of the box's first network interface. QEMU's user-mode network
@@ -205,9 +230,17 @@ pub struct Network {
 }
 
 impl Job {
+    /// The job in the layout of `PROTOCOL_VERSION`.
     pub fn encode(&self) -> Vec<u8> {
+        self.encode_for(PROTOCOL_VERSION)
+    }
+
+    /// The job in the layout of `version` (`OLDEST_PROTOCOL_VERSION` to
+    /// `PROTOCOL_VERSION`), for an agent that greeted with that version; fields the version
+    /// lacks are left out.
+    pub fn encode_for(&self, version: u32) -> Vec<u8> {
         let mut e = Encoder::new();
-        e.u32(PROTOCOL_VERSION);
+        e.u32(version);
         e.list(&self.argv).list(&self.env).bytes(&self.workdir);
         e.u32(self.mounts.len() as u32);
         for m in &self.mounts {
@@ -226,16 +259,25 @@ impl Job {
             None => e.u32(0),
         };
         e.bytes(&self.ca_certs).bytes(&self.debug_console);
+        if version >= 3 {
+            match self.host_time {
+                Some(t) => e.u32(1).u64(t.as_secs()).u32(t.subsec_nanos()),
+                None => e.u32(0),
+            };
+        }
         e.finish()
     }
 
+    /// Reads a job of any version from `OLDEST_PROTOCOL_VERSION` to `PROTOCOL_VERSION`;
+    /// an error (never a panic) for another version, a truncated payload, trailing bytes or
+    /// an empty argv.
     pub fn decode(payload: &[u8]) -> io::Result<Job> {
         let mut d = Decoder::new(payload);
         let version = d.u32()?;
-        if version != PROTOCOL_VERSION {
+        if !(OLDEST_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&version) {
             return Err(invalid(&format!(
-                "job has protocol version {}, this agent speaks {}",
-                version, PROTOCOL_VERSION
+                "job has protocol version {}, this agent speaks {} to {}",
+                version, OLDEST_PROTOCOL_VERSION, PROTOCOL_VERSION
             )));
         }
         let argv = d.list()?;
@@ -262,6 +304,21 @@ impl Job {
         };
         let ca_certs = d.bytes()?;
         let debug_console = d.bytes()?;
+        let host_time = if version >= 3 {
+            match d.u32()? {
+                0 => None,
+                _ => {
+                    let secs = d.u64()?;
+                    let nanos = d.u32()?;
+                    if nanos >= 1_000_000_000 {
+                        return Err(invalid("host time has more than a second of nanoseconds"));
+                    }
+                    Some(Duration::new(secs, nanos))
+                }
+            }
+        } else {
+            None
+        };
         if !d.is_empty() {
             return Err(invalid("trailing bytes after job"));
         }
@@ -276,6 +333,7 @@ impl Job {
             network,
             ca_certs,
             debug_console,
+            host_time,
         })
     }
 }
@@ -361,8 +419,55 @@ mod tests {
             }),
             ca_certs: b"-----BEGIN CERTIFICATE-----\n".to_vec(),
             debug_console: b"/dev/ttyS0".to_vec(),
+            host_time: Some(Duration::new(1_700_000_000, 123_456_789)),
         };
         assert_eq!(Job::decode(&job.encode()).unwrap(), job);
+    }
+
+    #[test]
+    fn a_version_2_job_has_no_host_time_and_still_decodes() {
+        let job = Job {
+            argv: vec![b"builder".to_vec()],
+            debug_console: b"/dev/hvc0".to_vec(),
+            host_time: Some(Duration::new(1_700_000_000, 5)),
+            ..Job::default()
+        };
+        let old = job.encode_for(2);
+        assert_eq!(&old[..4], &2u32.to_le_bytes());
+        let decoded = Job::decode(&old).unwrap();
+        assert_eq!(decoded.host_time, None);
+        assert_eq!(
+            decoded,
+            Job {
+                host_time: None,
+                ..job.clone()
+            }
+        );
+        // Version 3 adds exactly the flag, the seconds and the nanoseconds.
+        assert_eq!(job.encode().len(), old.len() + 4 + 8 + 4);
+        let without = Job {
+            host_time: None,
+            ..job
+        };
+        assert_eq!(Job::decode(&without.encode()).unwrap(), without);
+    }
+
+    #[test]
+    fn jobs_of_unknown_versions_and_bad_times_are_refused() {
+        let job = Job {
+            argv: vec![b"x".to_vec()],
+            host_time: Some(Duration::new(1, 0)),
+            ..Job::default()
+        };
+        for version in [0, 1, PROTOCOL_VERSION + 1] {
+            let mut bytes = job.encode();
+            bytes[..4].copy_from_slice(&version.to_le_bytes());
+            assert!(Job::decode(&bytes).is_err(), "version {}", version);
+        }
+        let mut bytes = job.encode();
+        let at = bytes.len() - 4;
+        bytes[at..].copy_from_slice(&1_000_000_000u32.to_le_bytes());
+        assert!(Job::decode(&bytes).is_err());
     }
 
     #[test]

@@ -4,7 +4,9 @@
 
 use std::ffi::CString;
 use std::io;
-use std::os::raw::{c_char, c_int, c_ulong, c_void};
+use std::os::raw::{c_char, c_int, c_long, c_uint, c_ulong, c_void};
+use std::os::unix::io::AsRawFd;
+use std::time::Duration;
 
 extern "C" {
     fn mount(
@@ -21,14 +23,69 @@ extern "C" {
     fn kill(pid: c_int, sig: c_int) -> c_int;
     fn waitpid(pid: c_int, status: *mut c_int, options: c_int) -> c_int;
     fn getpid() -> c_int;
+    fn sethostname(name: *const c_char, len: usize) -> c_int;
+    fn umask(mask: c_uint) -> c_uint;
+    fn clock_settime(clock: c_int, tp: *const Timespec) -> c_int;
+    fn getrlimit(resource: c_int, rlim: *mut Rlimit) -> c_int;
+    fn setrlimit(resource: c_int, rlim: *const Rlimit) -> c_int;
+    fn ioctl(fd: c_int, request: c_ulong, ...) -> c_int;
+}
+
+/// `struct timespec` of the C library's default ABI (time_t and the nanoseconds are
+/// `long` on Linux).
+#[repr(C)]
+struct Timespec {
+    tv_sec: c_long,
+    tv_nsec: c_long,
+}
+
+/// `struct rlimit`: rlim_t is `unsigned long` in glibc on Linux, 64 bits on every box
+/// architecture (the assertion below keeps a 32-bit build from compiling).
+#[repr(C)]
+struct Rlimit {
+    rlim_cur: u64,
+    rlim_max: u64,
+}
+
+const _: () = assert!(std::mem::size_of::<c_ulong>() == 8);
+
+/// `struct ifreq` with its flags member: the interface name, then the union, whose
+/// largest member makes the struct 40 bytes on 64-bit targets (32 on 32-bit ones).
+#[repr(C)]
+struct IfreqFlags {
+    name: [u8; 16],
+    flags: i16,
+    pad: [u8; 22],
 }
 
 pub const MS_RDONLY: c_ulong = 1;
 pub const MS_NOSUID: c_ulong = 2;
 pub const MS_NODEV: c_ulong = 4;
+pub const MS_NOEXEC: c_ulong = 8;
 const MNT_DETACH: c_int = 2;
 const RB_POWER_OFF: c_int = 0x4321_fedc_u32 as c_int;
 pub const SIGKILL: c_int = 9;
+const CLOCK_REALTIME: c_int = 0;
+/// From linux/sockios.h; the same on every architecture.
+const SIOCGIFFLAGS: c_ulong = 0x8913;
+const SIOCSIFFLAGS: c_ulong = 0x8914;
+/// From linux/if.h.
+const IFF_UP: i16 = 0x1;
+
+/// A resource limit, as numbered in asm-generic/resource.h, which every box architecture
+/// (x86_64, aarch64, s390x, ppc64le, riscv64) uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resource {
+    /// RLIMIT_CORE: the largest core file, in bytes.
+    Core = 4,
+    /// RLIMIT_NPROC: processes (threads) per real user id.
+    Nproc = 6,
+    /// RLIMIT_NOFILE: one more than the highest file descriptor number a process may open.
+    Nofile = 7,
+}
+
+/// RLIM_INFINITY: no limit (all ones, asm-generic/resource.h).
+pub const RLIM_INFINITY: u64 = u64::MAX;
 
 fn cstr(bytes: &[u8]) -> io::Result<CString> {
     CString::new(bytes).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))
@@ -125,4 +182,81 @@ pub fn wait_any(block: bool) -> Option<(i32, i32)> {
 pub fn is_pid1() -> bool {
     // SAFETY: cannot fail.
     unsafe { getpid() == 1 }
+}
+
+/// Names the system (sethostname(2)); EINVAL for a name longer than the kernel's 64 bytes.
+pub fn set_hostname(name: &[u8]) -> io::Result<()> {
+    // SAFETY: the pointer and length describe a live byte slice; the name needs no NUL.
+    check(unsafe { sethostname(name.as_ptr() as *const c_char, name.len()) }).map(|_| ())
+}
+
+/// Sets the process's file mode creation mask (umask(2)), e.g. 0o022; it cannot fail.
+pub fn set_umask(mask: u32) {
+    // SAFETY: plain system call.
+    unsafe { umask(mask as c_uint) };
+}
+
+/// Sets the system's wall clock (CLOCK_REALTIME, clock_settime(2)) to `since_epoch` after
+/// the Unix epoch; EPERM without CAP_SYS_TIME, EINVAL beyond what time_t holds.
+pub fn set_clock(since_epoch: Duration) -> io::Result<()> {
+    let secs = c_long::try_from(since_epoch.as_secs()).map_err(|_| {
+        io::Error::new(io::ErrorKind::InvalidInput, "time beyond what time_t holds")
+    })?;
+    let ts = Timespec {
+        tv_sec: secs,
+        tv_nsec: since_epoch.subsec_nanos() as c_long,
+    };
+    // SAFETY: ts is a live timespec for the duration of the call.
+    check(unsafe { clock_settime(CLOCK_REALTIME, &ts) }).map(|_| ())
+}
+
+/// The soft and hard value of a resource limit (getrlimit(2)); `RLIM_INFINITY` for none.
+pub fn get_rlimit(resource: Resource) -> io::Result<(u64, u64)> {
+    let mut lim = Rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: lim is a live rlimit the call fills in.
+    check(unsafe { getrlimit(resource as c_int, &mut lim) })?;
+    Ok((lim.rlim_cur, lim.rlim_max))
+}
+
+/// Sets a resource limit (setrlimit(2)); EPERM when raising the hard limit without
+/// CAP_SYS_RESOURCE, EPERM for RLIMIT_NOFILE above /proc/sys/fs/nr_open.
+pub fn set_rlimit(resource: Resource, soft: u64, hard: u64) -> io::Result<()> {
+    let lim = Rlimit {
+        rlim_cur: soft,
+        rlim_max: hard,
+    };
+    // SAFETY: lim is a live rlimit for the duration of the call.
+    check(unsafe { setrlimit(resource as c_int, &lim) }).map(|_| ())
+}
+
+/// Sets IFF_UP on the named network interface (e.g. `lo`) through SIOCGIFFLAGS and
+/// SIOCSIFFLAGS on an IPv4 datagram socket (netdevice(7)); the kernel gives the loopback
+/// interface its addresses (127.0.0.1/8, ::1) as it comes up. ENODEV for no such
+/// interface.
+pub fn interface_up(name: &str) -> io::Result<()> {
+    let mut req = IfreqFlags {
+        name: [0; 16],
+        flags: 0,
+        pad: [0; 22],
+    };
+    if name.is_empty() || name.len() >= req.name.len() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "interface name empty or longer than 15 bytes",
+        ));
+    }
+    req.name[..name.len()].copy_from_slice(name.as_bytes());
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0")?;
+    let fd = socket.as_raw_fd();
+    // SAFETY: req is a live ifreq of at least the kernel's size for both calls.
+    check(unsafe { ioctl(fd, SIOCGIFFLAGS, &mut req as *mut IfreqFlags) })?;
+    if req.flags & IFF_UP != 0 {
+        return Ok(());
+    }
+    req.flags |= IFF_UP;
+    // SAFETY: as above.
+    check(unsafe { ioctl(fd, SIOCSIFFLAGS, &mut req as *mut IfreqFlags) }).map(|_| ())
 }

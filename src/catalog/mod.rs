@@ -300,7 +300,11 @@ fn is_safe_name(text: &str) -> bool {
 }
 
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
+    let mut end = offset.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let before = &text[..end];
     let line = before.matches('\n').count() + 1;
     let col = before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
     (line, col)
@@ -345,6 +349,7 @@ pub struct Found<'c> {
 
 impl Found<'_> {
     pub fn newest(&self) -> &VersionEntry {
+        // Cannot fail: `find`, the only maker of a `Found`, refuses an empty list.
         self.versions[0]
     }
 }
@@ -357,14 +362,16 @@ pub fn catalog_for<'c>(catalogs: &'c [Catalog], name: &str) -> Option<&'c Catalo
 /// Finds a box for `arch` in the first catalog naming it.
 pub fn find<'c>(catalogs: &'c [Catalog], box_ref: &str, arch: &str) -> Result<Found<'c>> {
     let (name, pinned) = parse_box_ref(box_ref);
-    let catalog = catalog_for(catalogs, name).ok_or_else(|| {
+    let found = catalogs
+        .iter()
+        .find_map(|c| c.file.boxes.get(name).map(|entry| (c, entry)));
+    let Some((catalog, entry)) = found else {
         let known: Vec<String> = known_boxes(catalogs)
             .into_iter()
             .map(String::from)
             .collect();
-        unknown_box(name, &known)
-    })?;
-    let entry = &catalog.file.boxes[name];
+        return Err(unknown_box(name, &known));
+    };
     let mut versions: Vec<&VersionEntry> =
         entry.versions.iter().filter(|v| v.arch == arch).collect();
     if versions.is_empty() {

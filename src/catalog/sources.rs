@@ -276,6 +276,7 @@ fn load_remote(
 }
 
 fn write_meta(path: &Path, meta: &CopyMeta) -> Result<()> {
+    // Cannot fail: a derived Serialize of strings and numbers, written into a Vec.
     let bytes = serde_json::to_vec_pretty(meta).expect("serialisable");
     crate::store::write_atomically(path, &bytes)
 }

@@ -111,7 +111,7 @@ impl Fetcher<'_> {
                     )))
                 }
                 Err(e) => {
-                    failures += 1;
+                    failures = failures.saturating_add(1);
                     self.back_off(d, failures, &e, &progress)?;
                     continue;
                 }
@@ -132,12 +132,13 @@ impl Fetcher<'_> {
                 url: d.url.to_string(),
                 validator: validator.clone(),
             };
+            // Cannot fail: a derived Serialize of strings, written into a Vec.
             fs::write(&meta_path, serde_json::to_vec(&meta).expect("serialisable"))
                 .map_err(|e| io("cannot write", e))?;
             progress.set_position(partial.len, opened.total);
             let before = partial.len;
             let streamed = self.stream(opened, &mut partial, &progress);
-            received += partial.len - before;
+            received += partial.len.saturating_sub(before);
             match streamed {
                 Ok(()) => break,
                 Err(StreamError::Io(e)) => return Err(io("cannot write", e)),
@@ -146,14 +147,14 @@ impl Fetcher<'_> {
                     if partial.len > before {
                         failures = 0; // Progress was made: it is worth going on.
                     }
-                    failures += 1;
+                    failures = failures.saturating_add(1);
                     self.back_off(d, failures, &FetchError::Transient(cause), &progress)?;
                 }
             }
         }
         progress.finish();
         let length = partial.len;
-        let (file, digest) = partial.digest();
+        let (file, digest) = partial.digest().map_err(|e| io("cannot hash", e))?;
         file.sync_all().map_err(|e| io("cannot sync", e))?;
         let discard = || {
             let _ = fs::remove_file(&part_path);
@@ -202,7 +203,7 @@ impl Fetcher<'_> {
                 d.label,
                 d.url,
                 if self.retries > 0 {
-                    format!(" (tried {} times)", self.retries + 1)
+                    format!(" (tried {} times)", self.retries.saturating_add(1))
                 } else {
                     String::new()
                 }

@@ -20,19 +20,22 @@ struct HashWorker {
 }
 
 impl HashWorker {
-    fn start() -> HashWorker {
+    /// Errors: the thread cannot be started (the system's thread limit).
+    fn start() -> std::io::Result<HashWorker> {
         let (chunks, received) = sync_channel::<Vec<u8>>(QUEUE);
-        let thread = std::thread::spawn(move || {
-            let mut hasher = Sha256::new();
-            for chunk in received {
-                hasher.update(&chunk);
-            }
-            hasher
-        });
-        HashWorker {
+        let thread = std::thread::Builder::new()
+            .name("sha256".into())
+            .spawn(move || {
+                let mut hasher = Sha256::new();
+                for chunk in received {
+                    hasher.update(&chunk);
+                }
+                hasher
+            })?;
+        Ok(HashWorker {
             chunks: Some(chunks),
             thread: Some(thread),
-        }
+        })
     }
 
     fn update(&self, chunk: Vec<u8>) {
@@ -42,15 +45,15 @@ impl HashWorker {
         }
     }
 
-    fn finish(mut self) -> String {
+    /// The digest of every chunk. Errors only if the hashing thread is gone.
+    fn finish(mut self) -> std::io::Result<String> {
         drop(self.chunks.take());
         let hasher = self
             .thread
             .take()
-            .expect("finished once")
-            .join()
-            .expect("the hashing thread does not panic");
-        hex(&hasher.finalize())
+            .and_then(|thread| thread.join().ok())
+            .ok_or_else(|| std::io::Error::other("the hashing thread ended early"))?;
+        Ok(hex(&hasher.finalize()))
     }
 }
 
@@ -74,7 +77,7 @@ impl Partial {
             .append(true)
             .create(true)
             .open(path)?;
-        let hasher = HashWorker::start();
+        let hasher = HashWorker::start()?;
         let mut len = 0u64;
         file.seek(SeekFrom::Start(0))?;
         loop {
@@ -91,7 +94,7 @@ impl Partial {
 
     pub fn restart(&mut self) -> std::io::Result<()> {
         self.file.set_len(0)?;
-        self.hasher = HashWorker::start();
+        self.hasher = HashWorker::start()?;
         self.len = 0;
         Ok(())
     }
@@ -103,8 +106,9 @@ impl Partial {
         Ok(())
     }
 
-    /// The hex sha256 of everything appended.
-    pub fn digest(self) -> (File, String) {
-        (self.file, self.hasher.finish())
+    /// The file and the hex sha256 of everything appended.
+    pub fn digest(self) -> std::io::Result<(File, String)> {
+        let digest = self.hasher.finish()?;
+        Ok((self.file, digest))
     }
 }

@@ -105,6 +105,7 @@ pub struct HelperThread {
 impl Helpers {
     pub fn push(&mut self, child: Child) -> &mut Child {
         self.children.push(child);
+        // Cannot fail: the vector holds at least the child pushed on the line above.
         self.children.last_mut().expect("just pushed")
     }
 

@@ -6,6 +6,7 @@ use super::sftp::Server;
 use super::{HelperThread, Helpers, ShareBackend, SharedDir};
 use crate::error::{Error, Result};
 use crate::rundir::RunDir;
+use crate::status::SHARE_THREAD_PREFIX;
 use crate::vm::arch::ArchProfile;
 use crate::vm::qemu::with_path;
 use guest_agent::protocol::Mount;
@@ -47,7 +48,9 @@ impl ShareBackend for Sshfs {
             let stream = Arc::new(Mutex::new(None));
             let thread = {
                 let (stop, stream) = (stop.clone(), stream.clone());
-                std::thread::spawn(move || {
+                // The name marks the thread's CPU time and I/O as the box's (status line).
+                let name = format!("{SHARE_THREAD_PREFIX}{}", dir.tag);
+                crate::threads::spawn(&name, move || {
                     // QEMU connects once, at start.
                     let connection = loop {
                         if stop.load(Ordering::SeqCst) {
@@ -66,7 +69,7 @@ impl ShareBackend for Sshfs {
                         *stream.lock().unwrap_or_else(|p| p.into_inner()) = Some(clone);
                     }
                     let _ = server.serve(reader, connection);
-                })
+                })?
             };
             helpers.push_thread(HelperThread {
                 stop,

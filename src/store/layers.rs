@@ -102,7 +102,9 @@ impl Store {
         let _ = fs::remove_file(&fresh);
         overlay::create(&backing.disk, &fresh)?;
         fs::rename(&fresh, &path).context(|| format!("cannot install {}", path.display()))?;
-        let json = serde_json::to_vec_pretty(&backing).expect("backing serializes");
+        // Fails only for a path that is not UTF-8 (serde writes paths as strings).
+        let json = serde_json::to_vec_pretty(&backing)
+            .context(|| format!("cannot record the box disk {}", backing.disk.display()))?;
         super::write_atomically(&record, &json)?;
         Ok(Layer {
             path,

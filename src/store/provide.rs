@@ -203,9 +203,13 @@ pub fn provide(
     // The kernel to boot is settled here, with the version held: at install for a
     // fetched box, on first use for one used in place.
     let ready = |mut files: BTreeMap<Role, Local>, lock, fetched| -> Result<Ready> {
-        let kernel = files
-            .remove(&Role::Kernel)
-            .ok_or_else(|| Error::setup(format!("box {key}: the kernel is not at hand")))?;
+        // Every version names a kernel (the catalog's schema requires one).
+        let kernel = files.remove(&Role::Kernel).ok_or_else(|| {
+            Error::setup(format!(
+                "box {key} has no kernel in {}",
+                found.catalog.origin
+            ))
+        })?;
         let boot = store.boot_kernel(
             &found.arch,
             &kernel.path,
@@ -226,7 +230,9 @@ pub fn provide(
         })
     };
     if !has_remote_files(found, version)? {
-        let files = at_hand(store, found, version)?.expect("in-place files were checked");
+        // Files used in place are checked by at_hand: missing ones are errors, not None.
+        let files = at_hand(store, found, version)?
+            .ok_or_else(|| Error::setup(format!("box {key}: its files are not at hand")))?;
         return ready(files, None, false);
     }
     let lock_path = store.lock_path(&key)?;
@@ -275,15 +281,20 @@ fn fetch_and_install(
         let Location::Remote(url) = found.catalog.locate(file)? else {
             continue;
         };
-        let sha256 = file
-            .sha256
-            .as_deref()
-            .expect("validated: fetched files have a digest");
+        // The catalog is validated on reading: a fetched file has a 64-digit sha256.
+        let sha256 = file.sha256.as_deref().unwrap_or_default();
+        let Some(tag) = sha256.get(..16) else {
+            return Err(Error::setup(format!(
+                "box {key}: {} has no sha256 in {}",
+                role.name(),
+                found.catalog.origin
+            )));
+        };
         // The digest in the name: a file staged for other content is never taken for this.
         // Roles taken from one archive share its download.
         let staged_name = match &file.member {
-            Some(_) => format!("archive.{}", &sha256[..16]),
-            None => format!("{}.{}", role.name(), &sha256[..16]),
+            Some(_) => format!("archive.{tag}"),
+            None => format!("{}.{tag}", role.name()),
         };
         let fetched = staging.join(staged_name);
         let done = fs::metadata(&fetched)
@@ -345,22 +356,25 @@ fn extract_member(archive: &Path, pattern: &str, dest: &Path) -> std::result::Re
         .lines()
         .map(str::to_string)
         .collect();
-    if !listing.status.success() || names.len() != 1 {
+    let [name] = names.as_slice() else {
         return Err(format!(
             "the archive holds {} members matching '{pattern}', not one",
             names.len()
         ));
+    };
+    if !listing.status.success() {
+        return Err(format!("tar could not list the archive for '{pattern}'"));
     }
     let out = fs::File::create(dest).map_err(|e| format!("{}: {e}", dest.display()))?;
     let status = std::process::Command::new("tar")
         .args(["-xOf"])
         .arg(archive)
-        .arg(&names[0])
+        .arg(name)
         .stdout(out)
         .status()
         .map_err(|e| format!("cannot run tar: {e}"))?;
     if !status.success() {
-        return Err(format!("tar could not extract {}", names[0]));
+        return Err(format!("tar could not extract {name}"));
     }
     Ok(())
 }
@@ -369,7 +383,9 @@ fn extract_member(archive: &Path, pattern: &str, dest: &Path) -> std::result::Re
 fn install(store: &Store, key: &Key, files: Vec<(PathBuf, ManifestFile)>) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let target = store.entry_dir(key);
-    let parent = target.parent().expect("entry dirs have parents");
+    let parent = target
+        .parent()
+        .ok_or_else(|| Error::setup(format!("{} has no parent dir", target.display())))?;
     fs::create_dir_all(parent).context(|| format!("cannot create {}", parent.display()))?;
     let assembly = tempfile::Builder::new()
         .prefix(".install-")
@@ -393,6 +409,7 @@ fn install(store: &Store, key: &Key, files: Vec<(PathBuf, ManifestFile)>) -> Res
         let _ = fs::set_permissions(&dest, fs::Permissions::from_mode(0o444));
         manifest.files.push(entry);
     }
+    // Cannot fail: a derived Serialize of strings, numbers and enums, written into a Vec.
     let bytes = serde_json::to_vec_pretty(&manifest).expect("serialisable");
     super::write_atomically(&assembly.path().join(MANIFEST), &bytes)?;
     if target.exists() {

@@ -7,3 +7,4 @@ pub mod overlay;
 pub mod process;
 pub mod qemu;
 pub mod qmp;
+pub mod refusal;

@@ -5,6 +5,7 @@
 
 pub mod http;
 pub mod served;
+pub mod userland;
 
 use std::fs;
 use std::os::unix::io::AsRawFd;
