@@ -4,8 +4,11 @@
 //! job names, runs the builder with exactly the given argv, streams its output, reports how
 //! it ended, and powers the box off.
 
+mod boot_marks;
 mod sys;
 mod userland;
+
+use boot_marks::Marks;
 
 use guest_agent::protocol::{self, kind, Job, Network, Status};
 use std::ffi::OsStr;
@@ -30,14 +33,15 @@ fn agent_version() -> &'static str {
 }
 
 fn main() {
+    let mut marks = Marks::start();
     let no_poweroff = std::env::args().any(|a| a == "--no-poweroff");
     let pid1 = sys::is_pid1();
     let failed_setup = if pid1 {
-        userland::provide()
+        userland::provide(&mut marks)
     } else {
         Vec::new()
     };
-    if let Err(e) = serve(pid1, &failed_setup) {
+    if let Err(e) = serve(pid1, &failed_setup, marks) {
         userland::console(&e.to_string());
     }
     if pid1 || !no_poweroff {
@@ -89,8 +93,10 @@ fn log(channel: &Channel, message: &str) {
 
 /// Talks to the host. As PID 1 (`pid1`) it also sets the box's clock to the host's;
 /// `failed_setup` are the setup steps that failed before the channel was up, reported to
-/// the host first.
-fn serve(pid1: bool, failed_setup: &[String]) -> io::Result<()> {
+/// the host first. Each step up to the builder's start is marked in `marks` as `agent/STEP`
+/// (`channel`, `job`, `clock`, `network`, `certificates`, `mounts`, `builder`), and the
+/// marks go to the host just before `STARTED`.
+fn serve(pid1: bool, failed_setup: &[String], mut marks: Marks) -> io::Result<()> {
     let port_path = find_port(protocol::PORT_NAME, Duration::from_secs(60))?;
     let port = OpenOptions::new().read(true).write(true).open(&port_path)?;
     let mut reader = port.try_clone()?;
@@ -107,6 +113,7 @@ fn serve(pid1: bool, failed_setup: &[String]) -> io::Result<()> {
             format!("box setup failed: {}", failure).as_bytes(),
         );
     }
+    marks.mark("agent/channel");
 
     let job = loop {
         match protocol::read_frame(&mut reader)? {
@@ -121,6 +128,7 @@ fn serve(pid1: bool, failed_setup: &[String]) -> io::Result<()> {
         }
     };
 
+    marks.mark("agent/job");
     if let (true, Some(host)) = (pid1, job.host_time) {
         match userland::match_host_clock(host) {
             Some(Ok(done)) => log(&channel, &done),
@@ -128,11 +136,13 @@ fn serve(pid1: bool, failed_setup: &[String]) -> io::Result<()> {
             None => {}
         }
     }
+    marks.mark("agent/clock");
     if let Some(network) = &job.network {
         if let Err(e) = configure_network(network) {
             log(&channel, &format!("network not configured: {}", e));
         }
     }
+    marks.mark("agent/network");
     let mut job = job;
     if !job.ca_certs.is_empty() {
         match install_ca_certs(&job.ca_certs) {
@@ -151,8 +161,12 @@ fn serve(pid1: bool, failed_setup: &[String]) -> io::Result<()> {
             Err(e) => log(&channel, &format!("host CA certificates not added: {}", e)),
         }
     }
+    marks.mark("agent/certificates");
     let status = match mount_all(&job, &channel) {
-        Ok(()) => run_builder(&job, &channel),
+        Ok(()) => {
+            marks.mark("agent/mounts");
+            run_builder(&job, &channel, &mut marks)
+        }
         Err(e) => Status::AgentError(e),
     };
     sys::sync_all();
@@ -479,7 +493,9 @@ fn forward(mut pipe: impl Read, channel: Channel, kind: u8, done: mpsc::Sender<(
     let _ = done.send(());
 }
 
-fn run_builder(job: &Job, channel: &Channel) -> Status {
+/// Runs the builder and streams its output; marks `agent/builder` once it is started and
+/// sends the start-up marks, then `STARTED`.
+fn run_builder(job: &Job, channel: &Channel, marks: &mut Marks) -> Status {
     let argv: Vec<&OsStr> = job.argv.iter().map(|a| OsStr::from_bytes(a)).collect();
     let mut command = Command::new(argv[0]);
     command
@@ -510,6 +526,12 @@ fn run_builder(job: &Job, channel: &Channel) -> Status {
         }
     };
     let pid = child.id() as i32;
+    marks.mark("agent/builder");
+    let _ = send(
+        channel,
+        kind::BOOT_MARKS,
+        &protocol::encode_boot_marks(marks.list()),
+    );
     let _ = send(channel, kind::STARTED, &(pid as u32).to_le_bytes());
 
     let (done_tx, done_rx) = mpsc::channel();

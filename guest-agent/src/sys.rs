@@ -26,6 +26,7 @@ extern "C" {
     fn sethostname(name: *const c_char, len: usize) -> c_int;
     fn umask(mask: c_uint) -> c_uint;
     fn clock_settime(clock: c_int, tp: *const Timespec) -> c_int;
+    fn clock_gettime(clock: c_int, tp: *mut Timespec) -> c_int;
     fn getrlimit(resource: c_int, rlim: *mut Rlimit) -> c_int;
     fn setrlimit(resource: c_int, rlim: *const Rlimit) -> c_int;
     fn ioctl(fd: c_int, request: c_ulong, ...) -> c_int;
@@ -66,6 +67,8 @@ const MNT_DETACH: c_int = 2;
 const RB_POWER_OFF: c_int = 0x4321_fedc_u32 as c_int;
 pub const SIGKILL: c_int = 9;
 const CLOCK_REALTIME: c_int = 0;
+/// From linux/time.h: time since boot, suspend included.
+const CLOCK_BOOTTIME: c_int = 7;
 /// From linux/sockios.h; the same on every architecture.
 const SIOCGIFFLAGS: c_ulong = 0x8913;
 const SIOCSIFFLAGS: c_ulong = 0x8914;
@@ -208,6 +211,22 @@ pub fn set_clock(since_epoch: Duration) -> io::Result<()> {
     };
     // SAFETY: ts is a live timespec for the duration of the call.
     check(unsafe { clock_settime(CLOCK_REALTIME, &ts) }).map(|_| ())
+}
+
+/// The time since the kernel started (CLOCK_BOOTTIME, clock_gettime(2)), the clock of
+/// /proc/uptime; None if the kernel cannot tell.
+pub fn since_boot() -> Option<Duration> {
+    let mut ts = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a live timespec the call fills in.
+    check(unsafe { clock_gettime(CLOCK_BOOTTIME, &mut ts) }).ok()?;
+    let secs = u64::try_from(ts.tv_sec).ok()?;
+    let nanos = u32::try_from(ts.tv_nsec)
+        .ok()
+        .filter(|n| *n < 1_000_000_000)?;
+    Some(Duration::new(secs, nanos))
 }
 
 /// The soft and hard value of a resource limit (getrlimit(2)); `RLIM_INFINITY` for none.
