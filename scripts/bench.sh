@@ -38,7 +38,7 @@ bench_accel() { # FLAGS...: median start-up and total time of a no-op build
     log=$("$bin" -v "$@" --box tiny -- \
       --description "$work/desc" --target-dir "$work/out" 2>&1)
     t1=$(date +%s.%N)
-    startup+=("$(echo "$log" | sed -n 's/.*builder started \([0-9.]*\)s after.*/\1/p')")
+    startup+=("$(echo "$log" | sed -n 's/.*start-up: .*builder at \([0-9.]*\)s$/\1/p')")
     total+=("$(printf '%.2f' "$(echo "$t1 - $t0" | bc -l)")")
   done
   printf '%s\n' "${startup[@]}" | median

@@ -3,7 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::threads;
-use guest_agent::protocol::{self, kind, Job, Status};
+use guest_agent::protocol::{self, kind, BootMark, Job, Status};
 use std::io;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::process::Child;
@@ -17,7 +17,10 @@ pub enum AgentEvent {
         agent: String,
     },
     Log(String),
-    Started,
+    /// The guest's start-up marks, and when the frame arrived.
+    BootMarks(Vec<BootMark>, Instant),
+    /// The builder started; when the frame arrived.
+    Started(Instant),
     Stdout(Vec<u8>),
     Stderr(Vec<u8>),
     Status(Status),
@@ -74,7 +77,10 @@ fn decode(frame: protocol::Frame) -> io::Result<Option<AgentEvent>> {
             AgentEvent::Hello { version, agent }
         }
         kind::LOG => AgentEvent::Log(String::from_utf8_lossy(&frame.payload).into_owned()),
-        kind::STARTED => AgentEvent::Started,
+        kind::BOOT_MARKS => {
+            AgentEvent::BootMarks(protocol::decode_boot_marks(&frame.payload)?, Instant::now())
+        }
+        kind::STARTED => AgentEvent::Started(Instant::now()),
         kind::STDOUT => AgentEvent::Stdout(frame.payload),
         kind::STDERR => AgentEvent::Stderr(frame.payload),
         kind::STATUS => AgentEvent::Status(Status::decode(&frame.payload)?),

@@ -140,6 +140,7 @@ fn fetch(library: &Library, box_ref: &str, arch: Option<&str>) -> Result<u8> {
     let version = found.newest();
     let ready = store::provide(&library.store, &found, version, &library.fetcher())?;
     let key = Key::new(&found.name, &found.arch, &version.version);
+    ready.tell_boot_kernel(library.ui);
     let state = if ready.fetched {
         "fetched"
     } else {
@@ -243,9 +244,32 @@ fn outdated(library: &Library) -> Result<u8> {
     Ok(0)
 }
 
+/// Deletes (or with `dry_run` lists) the extracted kernels nothing refers to once the
+/// versions in `gone` are removed; returns the bytes freed.
+fn prune_kernels(library: &Library, gone: &[Key], dry_run: bool) -> Result<u64> {
+    let mut freed = 0;
+    for k in library
+        .store
+        .prune_kernels(&library.catalogs, gone, dry_run)?
+    {
+        let what = format!(
+            "the uncompressed kernel of bzImage {}",
+            k.sha256.get(..16).unwrap_or(&k.sha256)
+        );
+        if dry_run {
+            println!("would remove {what} ({})", HumanBytes(k.bytes));
+        } else {
+            println!("removed {what} ({})", HumanBytes(k.bytes));
+            freed += k.bytes;
+        }
+    }
+    Ok(freed)
+}
+
 fn prune(library: &Library, dry_run: bool) -> Result<u8> {
     let mut freed = 0u64;
     let mut kept = Vec::new();
+    let mut gone = Vec::new();
     for (_, mut versions) in cached_by_box(library) {
         let Some(newest) = versions.pop() else {
             continue;
@@ -256,6 +280,7 @@ fn prune(library: &Library, dry_run: bool) -> Result<u8> {
             let size = old.bytes();
             if dry_run {
                 say!("would remove box {} ({})", old.key, HumanBytes(size));
+                gone.push(old.key.clone());
             } else if library.store.remove(&old.key)? {
                 say!("removed box {} ({})", old.key, HumanBytes(size));
                 freed += size;
@@ -288,6 +313,7 @@ fn prune(library: &Library, dry_run: bool) -> Result<u8> {
             );
         }
     }
+    freed += prune_kernels(library, &gone, dry_run)?;
     if !dry_run {
         freed += library.store.clean_tmp()?;
         say!("freed {}", HumanBytes(freed));
@@ -345,6 +371,7 @@ fn remove(library: &Library, box_ref: &str, arch: Option<&str>) -> Result<u8> {
             busy = true;
         }
     }
+    prune_kernels(library, &[], false)?;
     Ok(if busy { FOUND_PROBLEMS } else { 0 })
 }
 

@@ -17,6 +17,7 @@ mod scratch;
 mod share;
 mod signals;
 mod size;
+mod startup;
 mod status;
 mod store;
 mod target_lock;

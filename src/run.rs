@@ -14,6 +14,7 @@ use crate::rundir::{self, RunDir};
 use crate::share::{self, Backend, ShareBackend, SharedDir};
 use crate::signals::SignalWatch;
 use crate::size;
+use crate::startup::{self, Timeline};
 use crate::status::StatusLine;
 use crate::store::{Key, LayerState, Ready as ResolvedBox};
 use crate::target_lock::{self, Taken};
@@ -23,7 +24,9 @@ use crate::vm::arch::{self, ArchProfile};
 use crate::vm::qemu::QemuSpec;
 use crate::vm::{overlay, process, qmp, refusal};
 use crate::{guest_setup, plugin_box, scratch};
-use guest_agent::protocol::{Job, Mount, Status, OLDEST_PROTOCOL_VERSION, PROTOCOL_VERSION};
+use guest_agent::protocol::{
+    BootMark, Job, Mount, Status, OLDEST_PROTOCOL_VERSION, PROTOCOL_VERSION,
+};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
@@ -74,7 +77,7 @@ fn box_arch(opts: &BuildOptions) -> &str {
 }
 
 pub fn build(opts: &BuildOptions, ui: Ui) -> Result<u8> {
-    let invoked = Instant::now();
+    let mut timeline = Timeline::new(Instant::now());
     let signals = SignalWatch::install()?;
     let box_ref = opts.box_name.as_deref().ok_or_else(|| {
         Error::setup("no --box given: name the box to build in (see 'boxbuild --list-boxes')")
@@ -92,6 +95,7 @@ pub fn build(opts: &BuildOptions, ui: Ui) -> Result<u8> {
     // Checked before anything is fetched: a typo costs nothing.
     let mut args = builder_args::resolve(&opts.builder_args)?;
     args.rest.splice(0..0, opts.kiwi_global_args());
+    timeline.mark("arguments");
     // The target belongs to this build until everything writing into it has stopped:
     // declared before them all, so dropped after them all.
     let _target_lock = match target_lock::take(&args.target)? {
@@ -104,6 +108,7 @@ pub fn build(opts: &BuildOptions, ui: Ui) -> Result<u8> {
             None
         }
     };
+    timeline.mark("target lock");
     let mut shared_dirs = vec![
         SharedDir {
             tag: "description".into(),
@@ -132,6 +137,7 @@ pub fn build(opts: &BuildOptions, ui: Ui) -> Result<u8> {
         Backend::NineP
     };
     let mut share_backend = share::backend(shared_dirs.clone(), choice)?;
+    timeline.mark("share check");
     let refresh = if opts.no_update_check {
         Refresh::Never
     } else {
@@ -139,7 +145,9 @@ pub fn build(opts: &BuildOptions, ui: Ui) -> Result<u8> {
     };
     let mut library = Library::open(ui, refresh, signals.clone())?;
     let the_box = library.ready(box_ref, arch, !opts.no_update_check)?;
+    timeline.mark("catalog");
     ui.detail(&format!("box {} from {}", the_box.name, the_box.source));
+    the_box.tell_boot_kernel(ui);
     let plugin = the_box.settings.protocol == Protocol::KiwiBoxedPlugin;
     let cmdline = if plugin {
         // The plugin's boxes mount fixed tags and take the arguments on the kernel
@@ -211,14 +219,16 @@ pub fn build(opts: &BuildOptions, ui: Ui) -> Result<u8> {
         profile,
         machine: opts.machine.as_deref(),
         cpu: opts.cpu.as_deref(),
-        kernel: &the_box.kernel,
+        kernel: the_box.boot_kernel(),
         console: &console,
     };
     let (accel, accel_note) = accel::choose(&probe_target, opts.no_accel, &rundir::base_dir()?)?;
+    timeline.mark("accelerator");
     if let Some(note) = accel_note {
         ui.info(&note);
     }
     let run_dir = RunDir::create()?;
+    timeline.mark("run dir");
     ui.detail(&format!("run dir {}", run_dir.root().display()));
     ui.info(&format!(
         "box {} {} ({arch}, {}), {memory_mib} MiB, {cpus} CPU(s), sharing over {}",
@@ -231,6 +241,7 @@ pub fn build(opts: &BuildOptions, ui: Ui) -> Result<u8> {
         Some(mib) => {
             let path = run_dir.path("scratch.img");
             scratch::create(&path, mib)?;
+            timeline.mark("scratch disk");
             ui.detail(&format!(
                 "scratch disk of {mib} MiB at {}",
                 scratch::GUEST_PATH
@@ -246,6 +257,7 @@ pub fn build(opts: &BuildOptions, ui: Ui) -> Result<u8> {
         (Some(disk), false) => {
             let path = run_dir.path("overlay.qcow2");
             overlay::create(disk, &path)?;
+            timeline.mark("overlay");
             Some(path)
         }
         (Some(disk), true) => {
@@ -266,6 +278,7 @@ pub fn build(opts: &BuildOptions, ui: Ui) -> Result<u8> {
             ui.detail(&format!("persistent layer {}", layer.path.display()));
             let path = layer.path.clone();
             _layer = Some(layer);
+            timeline.mark("layer");
             Some(path)
         }
         (None, true) => {
@@ -276,6 +289,8 @@ pub fn build(opts: &BuildOptions, ui: Ui) -> Result<u8> {
     };
     let machine = Machine {
         profile,
+        kernel: the_box.boot_kernel().to_path_buf(),
+        initrd: the_box.initrd.clone(),
         accel,
         memory_mib,
         cpus,
@@ -288,11 +303,11 @@ pub fn build(opts: &BuildOptions, ui: Ui) -> Result<u8> {
     };
     // Declared after the run dir: dropped (stopped) before it is removed.
     let _helpers = share_backend.prepare(&run_dir)?;
+    timeline.mark("share helpers");
     let share = share_backend.as_ref();
     let job = job(opts, &the_box, &args, share, &machine, ca_certs);
     let started_at = std::time::SystemTime::now();
-    let mut session = Session::start(opts, ui, &run_dir, &the_box, &machine, share, &signals)?;
-    session.invoked = invoked;
+    let session = Session::start(opts, ui, &run_dir, &machine, share, &signals, timeline)?;
     if plugin {
         session.drive_plugin(opts, &args.target, started_at, &signals)
     } else {
@@ -302,6 +317,9 @@ pub fn build(opts: &BuildOptions, ui: Ui) -> Result<u8> {
 
 struct Machine {
     profile: &'static ArchProfile,
+    /// The kernel QEMU boots (the uncompressed one where there is one) and the initrd.
+    kernel: PathBuf,
+    initrd: Option<PathBuf>,
     accel: Accel,
     memory_mib: u64,
     cpus: u32,
@@ -387,8 +405,9 @@ struct Session<'a> {
     control: Option<qmp::Control>,
     /// The agent's channel: writer and events; None for boxes without an agent.
     agent: Option<(std::os::unix::net::UnixStream, mpsc::Receiver<AgentEvent>)>,
-    /// When boxbuild was invoked and when QEMU was started.
-    invoked: Instant,
+    /// The host's start-up so far (QEMU's start included), for `-v`.
+    timeline: Timeline,
+    /// When QEMU was started.
     started: Instant,
     accel: Accel,
     console_stop: Arc<AtomicBool>,
@@ -423,10 +442,10 @@ impl<'a> Session<'a> {
         opts: &BuildOptions,
         ui: Ui,
         run_dir: &'a RunDir,
-        the_box: &ResolvedBox,
         machine: &Machine,
         share: &dyn ShareBackend,
         signals: &SignalWatch,
+        mut timeline: Timeline,
     ) -> Result<Session<'a>> {
         let (qmp_listener, qmp_socket) = bind(run_dir, "qmp.sock")?;
         let with_agent = machine.protocol == Protocol::BoxbuildAgent;
@@ -441,8 +460,8 @@ impl<'a> Session<'a> {
             cpu: opts.cpu.clone(),
             memory_mib: machine.memory_mib,
             cpus: machine.cpus,
-            kernel: the_box.kernel.clone(),
-            initrd: the_box.initrd.clone(),
+            kernel: machine.kernel.clone(),
+            initrd: machine.initrd.clone(),
             cmdline: machine.cmdline.clone(),
             disk: machine.root_disk.clone(),
             scratch: machine.scratch.clone(),
@@ -519,7 +538,10 @@ impl<'a> Session<'a> {
             Ok((control, Some((agent_writer, events))))
         })();
         let (control, agent) = match connected {
-            Ok(connected) => connected,
+            Ok(connected) => {
+                timeline.mark("qemu");
+                connected
+            }
             Err(e) => {
                 let grace = match e {
                     Error::Interrupted(_) => Duration::ZERO,
@@ -545,7 +567,7 @@ impl<'a> Session<'a> {
             qemu,
             control: Some(control),
             agent,
-            invoked: started,
+            timeline,
             started,
             accel: machine.accel,
             console_stop,
@@ -644,6 +666,7 @@ impl<'a> Session<'a> {
         let mut status: Option<(Status, Instant)> = None;
         let mut agent_closed = false;
         let mut qemu_exited: Option<(std::process::ExitStatus, Instant)> = None;
+        let mut boot_marks: Option<(Vec<BootMark>, Instant)> = None;
         loop {
             let Some((agent_writer, events)) = self.agent.as_mut() else {
                 return Err(Error::setup("the box has no agent channel"));
@@ -672,10 +695,19 @@ impl<'a> Session<'a> {
                     })?;
                 }
                 Ok(AgentEvent::Log(line)) => ui.detail(&format!("agent: {line}")),
-                Ok(AgentEvent::Started) => ui.detail(&format!(
-                    "builder started {:.2}s after boxbuild was invoked",
-                    self.invoked.elapsed().as_secs_f64()
-                )),
+                Ok(AgentEvent::BootMarks(marks, received)) => boot_marks = Some((marks, received)),
+                Ok(AgentEvent::Started(received)) => {
+                    if ui.verbose > 0 {
+                        // The marks come just before the start; their arrival is the
+                        // builder's start as the host saw it.
+                        let (marks, at) = match &boot_marks {
+                            Some((marks, at)) => (marks.as_slice(), *at),
+                            None => (&[][..], received),
+                        };
+                        let (phases, total) = self.timeline.phases(marks, at);
+                        ui.detail(&startup::format(&phases, total));
+                    }
+                }
                 Ok(AgentEvent::Stdout(bytes)) => {
                     if let Some(out) = output.as_mut() {
                         out.stdout(&bytes)

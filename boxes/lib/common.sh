@@ -172,8 +172,25 @@ module_files() {
 # The modules every box needs to find its disk, its agent channel and its shares.
 BOX_MODULES="virtio_pci virtio_mmio virtio_blk virtio_console virtio_net ext4 9pnet_virtio 9p virtiofs fuse"
 
+# unsign_module KO: removes the signature appended to a kernel module (the trailer is the
+# 28-byte magic "~Module signature appended~\n" after a 12-byte struct module_signature
+# whose last 4 bytes are the signature's length, big-endian; linux/module_signature.h).
+# The kernel then loads it without verifying it: no cost under emulation, and no change
+# where signatures are not enforced (Debian's kernels outside Secure Boot lockdown). A
+# module without a signature is left as it is.
+unsign_module() {
+  local ko=$1 size len
+  [ "$(tail -c 28 "$ko" | tr -d '\000')" = "~Module signature appended~" ] || return 0
+  size=$(stat -c %s "$ko")
+  len=$(tail -c 32 "$ko" | head -c 4 | od -An -tu1 | awk '{print $1*16777216 + $2*65536 + $3*256 + $4}')
+  [ "$len" -gt 0 ] && [ $((len + 40)) -lt "$size" ] || return 0
+  truncate -s $((size - len - 40)) "$ko"
+}
+
 # make_initrd KROOT KVER BUSYBOX OUT: an initrd that loads the box modules, mounts root= and
-# switch_roots into init= (both from the kernel command line).
+# switch_roots into init= (both from the kernel command line). The modules are unpacked
+# and unsigned, and the cpio is not compressed: the kernel would otherwise decompress and
+# verify them at every boot (see docs/design.md, "Booting fast").
 make_initrd() {
   local kroot=$1 kver=$2 busybox=$3 out=$4 here
   here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -191,8 +208,9 @@ make_initrd() {
       *) cp "$kroot/$f" "$work/modules/" ;;
     esac
     basename "${f%.xz}" | sed 's/\.zst$//' >>"$work/modules/order"
+    unsign_module "$work/modules/$(tail -n1 "$work/modules/order")"
   done
-  (cd "$work" && find . | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0 | gzip -9n) >"$out"
+  (cd "$work" && find . | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0) >"$out"
   rm -rf "$work"
 }
 

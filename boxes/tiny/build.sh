@@ -3,6 +3,7 @@
 # holding busybox, boxbuild-agent and box-test-builder. A few MB; boots in seconds under TCG.
 #
 #   boxes/tiny/build.sh OUTDIR [--arch ARCH] [--suite SUITE] [--agent-dir DIR] [--plugin]
+#                              [--keep-vmlinuz]
 #
 # ARCH is x86_64, aarch64, s390x, ppc64le or riscv64; the packages come from Debian SUITE
 # (default: bookworm, trixie for riscv64, which Debian 12 lacks) through the recipes' own
@@ -14,6 +15,9 @@
 # Writes OUTDIR/{kernel,initrd,disk.qcow2} and OUTDIR/catalog.toml, a catalog entry for box
 # "tiny" whose file URLs point at OUTDIR. Needs: apt-get, dpkg-deb, cpio, e2fsprogs,
 # qemu-img, xz-utils; no root.
+#
+# With --keep-vmlinuz Debian's compressed kernel is kept too, as OUTDIR/vmlinuz (for
+# tests of boxes that come with a bzImage).
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/../lib/common.sh"
 
@@ -22,12 +26,14 @@ arch=$(uname -m)
 agent_dir=""
 plugin=0
 suite=""
+keep_vmlinuz=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --arch) arch=$2; shift 2 ;;
     --suite) suite=$2; shift 2 ;;
     --agent-dir) agent_dir=$2; shift 2 ;;
     --plugin) plugin=1; shift ;;
+    --keep-vmlinuz) keep_vmlinuz=1; shift ;;
     *) die "unknown option $1" ;;
   esac
 done
@@ -71,6 +77,8 @@ else
   cp "$vmlinuz" "$work/kernel"
   console=$(console_of "$arch")
 fi
+
+[ "$keep_vmlinuz" = 0 ] || install -m 0644 "$vmlinuz" "$out/vmlinuz"
 
 note "making the initrd"
 make_initrd "$work/k/root" "$kver" "$busybox" "$work/initrd"

@@ -4,13 +4,17 @@
 //! job names, runs the builder with exactly the given argv, streams its output, reports how
 //! it ended, and powers the box off.
 
+mod boot_marks;
 mod sys;
 mod userland;
+
+use boot_marks::Marks;
 
 use guest_agent::protocol::{self, kind, Job, Network, Status};
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
+use std::net::Ipv4Addr;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -30,14 +34,15 @@ fn agent_version() -> &'static str {
 }
 
 fn main() {
+    let mut marks = Marks::start();
     let no_poweroff = std::env::args().any(|a| a == "--no-poweroff");
     let pid1 = sys::is_pid1();
     let failed_setup = if pid1 {
-        userland::provide()
+        userland::provide(&mut marks)
     } else {
         Vec::new()
     };
-    if let Err(e) = serve(pid1, &failed_setup) {
+    if let Err(e) = serve(pid1, &failed_setup, marks) {
         userland::console(&e.to_string());
     }
     if pid1 || !no_poweroff {
@@ -89,8 +94,10 @@ fn log(channel: &Channel, message: &str) {
 
 /// Talks to the host. As PID 1 (`pid1`) it also sets the box's clock to the host's;
 /// `failed_setup` are the setup steps that failed before the channel was up, reported to
-/// the host first.
-fn serve(pid1: bool, failed_setup: &[String]) -> io::Result<()> {
+/// the host first. Each step up to the builder's start is marked in `marks` as `agent/STEP`
+/// (`channel`, `job`, `clock`, `network`, `certificates`, `mounts`, `builder`), and the
+/// marks go to the host just before `STARTED`.
+fn serve(pid1: bool, failed_setup: &[String], mut marks: Marks) -> io::Result<()> {
     let port_path = find_port(protocol::PORT_NAME, Duration::from_secs(60))?;
     let port = OpenOptions::new().read(true).write(true).open(&port_path)?;
     let mut reader = port.try_clone()?;
@@ -107,6 +114,7 @@ fn serve(pid1: bool, failed_setup: &[String]) -> io::Result<()> {
             format!("box setup failed: {}", failure).as_bytes(),
         );
     }
+    marks.mark("agent/channel");
 
     let job = loop {
         match protocol::read_frame(&mut reader)? {
@@ -121,6 +129,7 @@ fn serve(pid1: bool, failed_setup: &[String]) -> io::Result<()> {
         }
     };
 
+    marks.mark("agent/job");
     if let (true, Some(host)) = (pid1, job.host_time) {
         match userland::match_host_clock(host) {
             Some(Ok(done)) => log(&channel, &done),
@@ -128,11 +137,13 @@ fn serve(pid1: bool, failed_setup: &[String]) -> io::Result<()> {
             None => {}
         }
     }
+    marks.mark("agent/clock");
     if let Some(network) = &job.network {
         if let Err(e) = configure_network(network) {
             log(&channel, &format!("network not configured: {}", e));
         }
     }
+    marks.mark("agent/network");
     let mut job = job;
     if !job.ca_certs.is_empty() {
         match install_ca_certs(&job.ca_certs) {
@@ -151,8 +162,12 @@ fn serve(pid1: bool, failed_setup: &[String]) -> io::Result<()> {
             Err(e) => log(&channel, &format!("host CA certificates not added: {}", e)),
         }
     }
+    marks.mark("agent/certificates");
     let status = match mount_all(&job, &channel) {
-        Ok(()) => run_builder(&job, &channel),
+        Ok(()) => {
+            marks.mark("agent/mounts");
+            run_builder(&job, &channel, &mut marks)
+        }
         Err(e) => Status::AgentError(e),
     };
     sys::sync_all();
@@ -236,30 +251,26 @@ fn first_interface() -> Option<String> {
     }
 }
 
-/// Brings up the interface with `ip` (iproute2 or busybox) and names the resolver.
+/// Brings up the interface and its address and default route with ioctls (no `ip`: a
+/// process less at every boot) and names the resolver.
 fn configure_network(network: &Network) -> Result<(), String> {
     let iface = first_interface().ok_or("no network interface")?;
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     let (address, gateway) = (text(&network.address), text(&network.gateway));
-    let steps: [Vec<&str>; 4] = [
-        vec!["link", "set", "lo", "up"],
-        vec!["link", "set", &iface, "up"],
-        vec!["addr", "add", &address, "dev", &iface],
-        vec!["route", "add", "default", "via", &gateway],
-    ];
-    for step in steps.iter() {
-        let out = Command::new("ip")
-            .args(step)
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| format!("cannot run ip: {}", e))?;
-        if !out.status.success() {
-            return Err(format!(
-                "ip {}: {}",
-                step.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
+    let (ip, netmask) =
+        parse_ipv4_prefix(&address).ok_or_else(|| format!("bad address {}", address))?;
+    let gateway_ip: Ipv4Addr = gateway
+        .parse()
+        .map_err(|_| format!("bad gateway {}", gateway))?;
+    sys::interface_up("lo").map_err(|e| format!("lo up: {}", e))?;
+    sys::interface_up(&iface).map_err(|e| format!("{} up: {}", iface, e))?;
+    sys::set_ipv4_address(&iface, ip, netmask)
+        .map_err(|e| format!("{} address {}: {}", iface, address, e))?;
+    match sys::add_default_route(gateway_ip) {
+        Err(e) if e.raw_os_error() != Some(EEXIST) => {
+            return Err(format!("default route via {}: {}", gateway, e))
         }
+        _ => {}
     }
     // A symlink (e.g. to systemd-resolved's file) is replaced, not followed.
     let _ = fs::remove_file("/etc/resolv.conf");
@@ -268,6 +279,23 @@ fn configure_network(network: &Network) -> Result<(), String> {
         format!("nameserver {}\n", text(&network.nameserver)),
     )
     .map_err(|e| format!("/etc/resolv.conf: {}", e))
+}
+
+/// errno for "exists already" (asm-generic/errno-base.h, the same on every box
+/// architecture).
+const EEXIST: i32 = 17;
+
+/// `10.0.2.15/24` as the address and its network mask (255.255.255.0); None for anything
+/// else than an IPv4 address with a prefix length of 0 to 32.
+fn parse_ipv4_prefix(text: &str) -> Option<(Ipv4Addr, Ipv4Addr)> {
+    let slash = text.find('/')?;
+    let address: Ipv4Addr = text[..slash].parse().ok()?;
+    let prefix: u32 = text[slash + 1..].parse().ok()?;
+    if prefix > 32 {
+        return None;
+    }
+    let mask = u32::MAX.checked_shl(32 - prefix).unwrap_or(0);
+    Some((address, Ipv4Addr::from(mask)))
 }
 
 /// CA bundles of the distributions, in order of preference.
@@ -479,7 +507,9 @@ fn forward(mut pipe: impl Read, channel: Channel, kind: u8, done: mpsc::Sender<(
     let _ = done.send(());
 }
 
-fn run_builder(job: &Job, channel: &Channel) -> Status {
+/// Runs the builder and streams its output; marks `agent/builder` once it is started and
+/// sends the start-up marks, then `STARTED`.
+fn run_builder(job: &Job, channel: &Channel, marks: &mut Marks) -> Status {
     let argv: Vec<&OsStr> = job.argv.iter().map(|a| OsStr::from_bytes(a)).collect();
     let mut command = Command::new(argv[0]);
     command
@@ -510,6 +540,12 @@ fn run_builder(job: &Job, channel: &Channel) -> Status {
         }
     };
     let pid = child.id() as i32;
+    marks.mark("agent/builder");
+    let _ = send(
+        channel,
+        kind::BOOT_MARKS,
+        &protocol::encode_boot_marks(marks.list()),
+    );
     let _ = send(channel, kind::STARTED, &(pid as u32).to_le_bytes());
 
     let (done_tx, done_rx) = mpsc::channel();
@@ -575,6 +611,37 @@ fn decode_wait_status(raw: i32) -> Status {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_address_with_prefix_gives_address_and_mask() {
+        let parsed = |t: &str| parse_ipv4_prefix(t).map(|(a, m)| (a.to_string(), m.to_string()));
+        assert_eq!(
+            parsed("10.0.2.15/24"),
+            Some(("10.0.2.15".to_string(), "255.255.255.0".to_string()))
+        );
+        assert_eq!(
+            parsed("192.168.1.9/32").map(|p| p.1),
+            Some("255.255.255.255".to_string())
+        );
+        assert_eq!(
+            parsed("10.0.0.1/0").map(|p| p.1),
+            Some("0.0.0.0".to_string())
+        );
+        assert_eq!(
+            parsed("10.0.0.1/9").map(|p| p.1),
+            Some("255.128.0.0".to_string())
+        );
+        for bad in [
+            "10.0.2.15",
+            "10.0.2.15/33",
+            "10.0.2/24",
+            "x/24",
+            "10.0.2.15/-1",
+            "",
+        ] {
+            assert_eq!(parsed(bad), None, "{}", bad);
+        }
+    }
 
     #[test]
     fn wait_status_decoding() {

@@ -5,9 +5,10 @@
 //! length prefix, so any argument (spaces, quotes, unicode, non-UTF-8, empty) arrives
 //! exactly as it was sent; nothing is ever parsed by a shell.
 //!
-//! Order: guest sends `Hello`; host sends one `Job`; guest sends `Log`/`Started`/`Stdout`/
-//! `Stderr` frames and ends with exactly one `Status`. A stream that ends without `Status`
-//! means the box failed.
+//! Order: guest sends `Hello`; host sends one `Job`; guest sends `Log`/`BootMarks`/`Started`/
+//! `Stdout`/`Stderr` frames and ends with exactly one `Status`. A stream that ends without
+//! `Status` means the box failed. Frames of a kind a side does not know are skipped, so a
+//! new kind (such as `BootMarks`) needs no new protocol version.
 //!
 //! Written for Rust 1.63 and without dependencies so the agent builds with a bare rustc.
 
@@ -38,6 +39,8 @@ pub mod kind {
     pub const STDOUT: u8 = b'1';
     pub const STDERR: u8 = b'2';
     pub const STATUS: u8 = b'S';
+    /// The guest's start-up marks (`BootMark`), sent once just before `STARTED`.
+    pub const BOOT_MARKS: u8 = b'T';
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -374,6 +377,58 @@ impl Status {
     }
 }
 
+/// Most marks a `BOOT_MARKS` frame may carry; more is a damaged frame.
+pub const MAX_BOOT_MARKS: usize = 256;
+
+/// One point of the box's start-up, as the guest measured it: the end of the phase `name`
+/// (e.g. `kernel`, `initrd/modules`, `agent/mounts`; a `group/step` name is a step of
+/// `group`), at `at` after the kernel started (CLOCK_BOOTTIME). Phases follow each other, so
+/// a phase lasts from the mark before it (or the kernel's start) to its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootMark {
+    pub name: String,
+    pub at: Duration,
+}
+
+/// The payload of a `BOOT_MARKS` frame: a count, then per mark its name (bytes) and its
+/// time in microseconds (u64).
+pub fn encode_boot_marks(marks: &[BootMark]) -> Vec<u8> {
+    let mut e = Encoder::new();
+    e.u32(marks.len() as u32);
+    for mark in marks {
+        let micros = mark
+            .at
+            .as_secs()
+            .saturating_mul(1_000_000)
+            .saturating_add(u64::from(mark.at.subsec_micros()));
+        e.bytes(mark.name.as_bytes()).u64(micros);
+    }
+    e.finish()
+}
+
+/// Reads a `BOOT_MARKS` payload; an error (never a panic) for a truncated payload, trailing
+/// bytes or more than `MAX_BOOT_MARKS` marks. Names that are not UTF-8 are read lossily.
+pub fn decode_boot_marks(payload: &[u8]) -> io::Result<Vec<BootMark>> {
+    let mut d = Decoder::new(payload);
+    let count = d.u32()? as usize;
+    if count > MAX_BOOT_MARKS {
+        return Err(invalid("too many boot marks"));
+    }
+    let mut marks = Vec::with_capacity(count);
+    for _ in 0..count {
+        let name = String::from_utf8_lossy(&d.bytes()?).into_owned();
+        let micros = d.u64()?;
+        marks.push(BootMark {
+            name,
+            at: Duration::from_micros(micros),
+        });
+    }
+    if !d.is_empty() {
+        return Err(invalid("trailing bytes after boot marks"));
+    }
+    Ok(marks)
+}
+
 /// The agent's greeting: protocol version and the agent's own version string.
 pub fn encode_hello(agent_version: &str) -> Vec<u8> {
     Encoder::new()
@@ -496,6 +551,31 @@ mod tests {
         let f2 = read_frame(&mut r).unwrap().unwrap();
         assert_eq!(Status::decode(&f2.payload).unwrap(), Status::Exited(77));
         assert!(read_frame(&mut r).unwrap().is_none());
+    }
+
+    #[test]
+    fn boot_marks_round_trip_and_damage_is_an_error() {
+        let marks = vec![
+            BootMark {
+                name: "kernel".to_string(),
+                at: Duration::from_millis(1620),
+            },
+            BootMark {
+                name: "agent/mounts".to_string(),
+                at: Duration::new(2, 5_000),
+            },
+        ];
+        let bytes = encode_boot_marks(&marks);
+        assert_eq!(decode_boot_marks(&bytes).unwrap(), marks);
+        assert_eq!(decode_boot_marks(&encode_boot_marks(&[])).unwrap(), vec![]);
+        for cut in 0..bytes.len() {
+            assert!(decode_boot_marks(&bytes[..cut]).is_err(), "cut at {}", cut);
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(decode_boot_marks(&longer).is_err());
+        let many = Encoder::new().u32(MAX_BOOT_MARKS as u32 + 1).finish();
+        assert!(decode_boot_marks(&many).is_err());
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 use std::ffi::CString;
 use std::io;
+use std::net::Ipv4Addr;
 use std::os::raw::{c_char, c_int, c_long, c_uint, c_ulong, c_void};
 use std::os::unix::io::AsRawFd;
 use std::time::Duration;
@@ -26,6 +27,7 @@ extern "C" {
     fn sethostname(name: *const c_char, len: usize) -> c_int;
     fn umask(mask: c_uint) -> c_uint;
     fn clock_settime(clock: c_int, tp: *const Timespec) -> c_int;
+    fn clock_gettime(clock: c_int, tp: *mut Timespec) -> c_int;
     fn getrlimit(resource: c_int, rlim: *mut Rlimit) -> c_int;
     fn setrlimit(resource: c_int, rlim: *const Rlimit) -> c_int;
     fn ioctl(fd: c_int, request: c_ulong, ...) -> c_int;
@@ -66,11 +68,72 @@ const MNT_DETACH: c_int = 2;
 const RB_POWER_OFF: c_int = 0x4321_fedc_u32 as c_int;
 pub const SIGKILL: c_int = 9;
 const CLOCK_REALTIME: c_int = 0;
+/// From linux/time.h: time since boot, suspend included.
+const CLOCK_BOOTTIME: c_int = 7;
 /// From linux/sockios.h; the same on every architecture.
 const SIOCGIFFLAGS: c_ulong = 0x8913;
 const SIOCSIFFLAGS: c_ulong = 0x8914;
+const SIOCSIFADDR: c_ulong = 0x8916;
+const SIOCSIFNETMASK: c_ulong = 0x891c;
+const SIOCADDRT: c_ulong = 0x890b;
 /// From linux/if.h.
 const IFF_UP: i16 = 0x1;
+/// From linux/socket.h and linux/route.h.
+const AF_INET: u16 = 2;
+const RTF_UP: u16 = 0x1;
+const RTF_GATEWAY: u16 = 0x2;
+
+/// `struct sockaddr_in`: the family in host order, port and address in network order,
+/// padded to the 16 bytes of `struct sockaddr`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct SockaddrIn {
+    family: u16,
+    port: [u8; 2],
+    addr: [u8; 4],
+    zero: [u8; 8],
+}
+
+impl SockaddrIn {
+    fn ipv4(addr: Ipv4Addr) -> SockaddrIn {
+        SockaddrIn {
+            family: AF_INET,
+            port: [0; 2],
+            addr: addr.octets(),
+            zero: [0; 8],
+        }
+    }
+}
+
+/// `struct ifreq` with its address member (`ifr_addr`, `ifr_netmask`), padded to the
+/// union's 24 bytes on 64-bit targets.
+#[repr(C)]
+struct IfreqAddr {
+    name: [u8; 16],
+    addr: SockaddrIn,
+    pad: [u8; 8],
+}
+
+/// `struct rtentry` of linux/route.h, for SIOCADDRT.
+#[repr(C)]
+struct Rtentry {
+    pad1: c_ulong,
+    dst: SockaddrIn,
+    gateway: SockaddrIn,
+    genmask: SockaddrIn,
+    flags: u16,
+    pad2: i16,
+    pad3: c_ulong,
+    pad4: *mut c_void,
+    metric: i16,
+    dev: *mut c_char,
+    mtu: c_ulong,
+    window: c_ulong,
+    irtt: u16,
+}
+
+const _: () = assert!(std::mem::size_of::<IfreqAddr>() == 40);
+const _: () = assert!(std::mem::size_of::<Rtentry>() == 120);
 
 /// A resource limit, as numbered in asm-generic/resource.h, which every box architecture
 /// (x86_64, aarch64, s390x, ppc64le, riscv64) uses.
@@ -210,6 +273,22 @@ pub fn set_clock(since_epoch: Duration) -> io::Result<()> {
     check(unsafe { clock_settime(CLOCK_REALTIME, &ts) }).map(|_| ())
 }
 
+/// The time since the kernel started (CLOCK_BOOTTIME, clock_gettime(2)), the clock of
+/// /proc/uptime; None if the kernel cannot tell.
+pub fn since_boot() -> Option<Duration> {
+    let mut ts = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a live timespec the call fills in.
+    check(unsafe { clock_gettime(CLOCK_BOOTTIME, &mut ts) }).ok()?;
+    let secs = u64::try_from(ts.tv_sec).ok()?;
+    let nanos = u32::try_from(ts.tv_nsec)
+        .ok()
+        .filter(|n| *n < 1_000_000_000)?;
+    Some(Duration::new(secs, nanos))
+}
+
 /// The soft and hard value of a resource limit (getrlimit(2)); `RLIM_INFINITY` for none.
 pub fn get_rlimit(resource: Resource) -> io::Result<(u64, u64)> {
     let mut lim = Rlimit {
@@ -238,17 +317,10 @@ pub fn set_rlimit(resource: Resource, soft: u64, hard: u64) -> io::Result<()> {
 /// interface.
 pub fn interface_up(name: &str) -> io::Result<()> {
     let mut req = IfreqFlags {
-        name: [0; 16],
+        name: interface_name(name)?,
         flags: 0,
         pad: [0; 22],
     };
-    if name.is_empty() || name.len() >= req.name.len() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "interface name empty or longer than 15 bytes",
-        ));
-    }
-    req.name[..name.len()].copy_from_slice(name.as_bytes());
     let socket = std::net::UdpSocket::bind("0.0.0.0:0")?;
     let fd = socket.as_raw_fd();
     // SAFETY: req is a live ifreq of at least the kernel's size for both calls.
@@ -259,4 +331,59 @@ pub fn interface_up(name: &str) -> io::Result<()> {
     req.flags |= IFF_UP;
     // SAFETY: as above.
     check(unsafe { ioctl(fd, SIOCSIFFLAGS, &mut req as *mut IfreqFlags) }).map(|_| ())
+}
+
+/// An interface name as `struct ifreq` holds it: at most 15 bytes and a NUL.
+fn interface_name(name: &str) -> io::Result<[u8; 16]> {
+    let mut buf = [0u8; 16];
+    if name.is_empty() || name.len() >= buf.len() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "interface name empty or longer than 15 bytes",
+        ));
+    }
+    buf[..name.len()].copy_from_slice(name.as_bytes());
+    Ok(buf)
+}
+
+/// Gives the interface `name` the IPv4 `address` with the network mask `netmask`
+/// (SIOCSIFADDR, SIOCSIFNETMASK; netdevice(7)); the kernel adds the route to that network
+/// once the interface is up. EEXIST-free to repeat; ENODEV for no such interface.
+pub fn set_ipv4_address(name: &str, address: Ipv4Addr, netmask: Ipv4Addr) -> io::Result<()> {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0")?;
+    let fd = socket.as_raw_fd();
+    for (request, value) in [(SIOCSIFADDR, address), (SIOCSIFNETMASK, netmask)] {
+        let mut req = IfreqAddr {
+            name: interface_name(name)?,
+            addr: SockaddrIn::ipv4(value),
+            pad: [0; 8],
+        };
+        // SAFETY: req is a live ifreq of the kernel's size.
+        check(unsafe { ioctl(fd, request, &mut req as *mut IfreqAddr) })?;
+    }
+    Ok(())
+}
+
+/// Adds the default IPv4 route through `gateway` (SIOCADDRT, route(4)); the gateway must
+/// be on a network an interface has. EEXIST if there is one already.
+pub fn add_default_route(gateway: Ipv4Addr) -> io::Result<()> {
+    let any = SockaddrIn::ipv4(Ipv4Addr::UNSPECIFIED);
+    let mut route = Rtentry {
+        pad1: 0,
+        dst: any,
+        gateway: SockaddrIn::ipv4(gateway),
+        genmask: any,
+        flags: RTF_UP | RTF_GATEWAY,
+        pad2: 0,
+        pad3: 0,
+        pad4: std::ptr::null_mut(),
+        metric: 0,
+        dev: std::ptr::null_mut(),
+        mtu: 0,
+        window: 0,
+        irtt: 0,
+    };
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0")?;
+    // SAFETY: route is a live rtentry of the kernel's size; dev is NULL (any device).
+    check(unsafe { ioctl(socket.as_raw_fd(), SIOCADDRT, &mut route as *mut Rtentry) }).map(|_| ())
 }

@@ -7,6 +7,7 @@
 //! No step may stop the agent: a step that fails is reported (on the console at once, to
 //! the host once the channel is up) and the next one runs.
 
+use crate::boot_marks::Marks;
 use crate::sys;
 use std::fs;
 use std::io::{self, Write};
@@ -38,35 +39,41 @@ pub const CLOCK_TOLERANCE: Duration = Duration::from_secs(1);
 const HOSTNAME_ADDRESS: &str = "127.0.1.1";
 
 /// Sets everything up, skipping what the root or the initrd has already; returns a
-/// message for each step that failed (already written to the console).
-pub fn provide() -> Vec<String> {
+/// message for each step that failed (already written to the console). Each step's end is
+/// marked in `marks` as `setup/STEP`: `mounts` (the kernel's file systems), `dev`,
+/// `dirs` (/run/lock, /tmp, /etc/mtab), `loopback`, `hostname`, `limits`.
+pub fn provide(marks: &mut Marks) -> Vec<String> {
     let mut failed = Vec::new();
-    {
-        let mut report = |what: &str, result: Result<(), String>| {
-            if let Err(e) = result {
-                let message = format!("{}: {}", what, e);
-                console(&message);
-                failed.push(message);
-            }
-        };
-        // Everything after the kernel's file systems needs them.
-        for (source, target, fstype, flags, options) in KERNEL_FILE_SYSTEMS.iter() {
-            report(
-                &format!("mount {}", target),
-                mount_once(source, target, fstype, *flags, options),
-            );
+    let mut report = |what: &str, result: Result<(), String>| {
+        if let Err(e) = result {
+            let message = format!("{}: {}", what, e);
+            console(&message);
+            failed.push(message);
         }
-        report("/dev/ptmx", ptmx());
-        report("/dev/fd, /dev/stdin, /dev/stdout, /dev/stderr", dev_links());
-        report("/run/lock", dir_with_mode("/run/lock", 0o1777));
-        report("/tmp", tmp());
-        report("/etc/mtab", mtab());
-        report("loopback interface", sys::interface_up("lo").map_err(text));
-        report("host name", hostname());
-        report("resource limits", rlimits());
+    };
+    // Everything after the kernel's file systems needs them.
+    for (source, target, fstype, flags, options) in KERNEL_FILE_SYSTEMS.iter() {
+        report(
+            &format!("mount {}", target),
+            mount_once(source, target, fstype, *flags, options),
+        );
     }
+    marks.mark("setup/mounts");
+    report("/dev/ptmx", ptmx());
+    report("/dev/fd, /dev/stdin, /dev/stdout, /dev/stderr", dev_links());
+    marks.mark("setup/dev");
+    report("/run/lock", dir_with_mode("/run/lock", 0o1777));
+    report("/tmp", tmp());
+    report("/etc/mtab", mtab());
+    marks.mark("setup/dirs");
+    report("loopback interface", sys::interface_up("lo").map_err(text));
+    marks.mark("setup/loopback");
+    report("host name", hostname());
+    marks.mark("setup/hostname");
+    report("resource limits", rlimits());
     sys::set_umask(UMASK);
     std::env::set_var("PATH", PATH);
+    marks.mark("setup/limits");
     failed
 }
 

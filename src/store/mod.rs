@@ -3,6 +3,7 @@
 //! ```text
 //! ROOT/boxes/NAME/ARCH/VERSION/{kernel,initrd,disk,manifest.json}   complete versions
 //! ROOT/catalogs/                                                     remote catalog copies
+//! ROOT/kernels/SHA256.vmlinux                                        uncompressed x86 kernels
 //! ROOT/locks/NAME@VERSION-ARCH.lock                                  one lock per entry
 //! ROOT/tmp/staging/NAME@VERSION-ARCH/                                downloads in progress
 //! ROOT/tmp/trash/                                                    entries being deleted
@@ -12,6 +13,7 @@
 //! `boxes/` is complete and was verified when it was fetched; a hit costs a few stat
 //! calls and a small JSON read, never a hash of the box.
 
+mod kernels;
 mod layers;
 pub mod lock;
 mod provide;

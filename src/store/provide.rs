@@ -2,11 +2,13 @@
 //! one at hand), fetch it when missing (once, however many builds ask), and hold it
 //! shared for the build so prune and remove leave it alone.
 
+use super::kernels::{Boot, BootKernel};
 use super::lock::{self, EntryLock, Mode};
 use super::{Cached, Key, Manifest, ManifestFile, Store, MANIFEST, MANIFEST_FORMAT};
 use crate::catalog::{Found, Location, Role, Settings, VersionEntry};
 use crate::error::{Context, Error, Result};
 use crate::fetch::{Download, Fetcher};
+use crate::ui::Ui;
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -17,7 +19,10 @@ pub struct Ready {
     pub name: String,
     pub settings: Settings,
     pub version: VersionEntry,
+    /// The box's kernel file.
     pub kernel: PathBuf,
+    /// What the box boots instead of `kernel` when that is an x86 bzImage.
+    pub boot: Boot,
     pub initrd: Option<PathBuf>,
     pub disk: Option<PathBuf>,
     /// Which catalog described it (for messages).
@@ -28,21 +33,65 @@ pub struct Ready {
     pub _lock: Option<EntryLock>,
 }
 
+impl Ready {
+    /// The file QEMU boots: the extracted uncompressed kernel if there is one, else the
+    /// box's kernel file.
+    pub fn boot_kernel(&self) -> &Path {
+        match &self.boot.kernel {
+            BootKernel::Extracted(path, _) | BootKernel::Reused(path) => path,
+            BootKernel::AsIs(_) | BootKernel::Unavailable(_) => &self.kernel,
+        }
+    }
+
+    /// Says which kernel file the box boots: one `-v` line, or a warning when the cache
+    /// could not hold the uncompressed kernel.
+    pub fn tell_boot_kernel(&self, ui: Ui) {
+        let shown = self.kernel.display();
+        match &self.boot.kernel {
+            BootKernel::AsIs(reason) => {
+                ui.detail(&format!("kernel: booting {shown} as it is: {reason}"))
+            }
+            BootKernel::Unavailable(reason) => {
+                ui.warn(&format!("booting the compressed kernel {shown}: {reason}"))
+            }
+            BootKernel::Extracted(path, took) => ui.detail(&format!(
+                "kernel: booting the uncompressed kernel {} through PVH, extracted from {shown} in {:.2}s",
+                path.display(),
+                took.as_secs_f64()
+            )),
+            BootKernel::Reused(path) => ui.detail(&format!(
+                "kernel: booting the uncompressed kernel {} through PVH, extracted from {shown} earlier",
+                path.display()
+            )),
+        }
+    }
+}
+
+/// A file of a version at hand, with the sha256 the catalog (in place) or the manifest
+/// (fetched) gives for it.
+struct Local {
+    path: PathBuf,
+    sha256: Option<String>,
+}
+
 /// The local files of a version if it is at hand: in-place files exist with the right
 /// size, fetched files are in the cache with the catalog's digests. O(1): stats only.
 fn at_hand(
     store: &Store,
     found: &Found,
     version: &VersionEntry,
-) -> Result<Option<BTreeMap<Role, PathBuf>>> {
+) -> Result<Option<BTreeMap<Role, Local>>> {
     let key = Key::new(&found.name, &found.arch, &version.version);
     let mut cached: Option<Option<Cached>> = None;
     let mut paths = BTreeMap::new();
     for (role, file) in version.files() {
-        let path = match found.catalog.locate(file)? {
+        let local = match found.catalog.locate(file)? {
             Location::InPlace(path) => {
                 check_in_place(&path, file.size, &found.catalog.origin)?;
-                path
+                Local {
+                    path,
+                    sha256: file.sha256.clone(),
+                }
             }
             Location::Remote(_) => {
                 let entry = cached.get_or_insert_with(|| store.cached(&key));
@@ -55,13 +104,16 @@ fn at_hand(
                         if fs::metadata(&path).map(|meta| meta.len()).ok() != Some(m.size) {
                             return Ok(None);
                         }
-                        path
+                        Local {
+                            path,
+                            sha256: Some(m.file_sha256.as_ref().unwrap_or(&m.sha256).clone()),
+                        }
                     }
                     _ => return Ok(None),
                 }
             }
         };
-        paths.insert(role, path);
+        paths.insert(role, local);
     }
     Ok(Some(paths))
 }
@@ -148,21 +200,30 @@ pub fn provide(
     fetcher: &Fetcher,
 ) -> Result<Ready> {
     let key = Key::new(&found.name, &found.arch, &version.version);
-    let ready = |paths: BTreeMap<Role, PathBuf>, lock, fetched| -> Result<Ready> {
+    // The kernel to boot is settled here, with the version held: at install for a
+    // fetched box, on first use for one used in place.
+    let ready = |mut files: BTreeMap<Role, Local>, lock, fetched| -> Result<Ready> {
         // Every version names a kernel (the catalog's schema requires one).
-        let kernel = paths.get(&Role::Kernel).cloned().ok_or_else(|| {
+        let kernel = files.remove(&Role::Kernel).ok_or_else(|| {
             Error::setup(format!(
                 "box {key} has no kernel in {}",
                 found.catalog.origin
             ))
         })?;
+        let boot = store.boot_kernel(
+            &found.arch,
+            &kernel.path,
+            kernel.sha256.as_deref(),
+            fetcher.signals,
+        )?;
         Ok(Ready {
             name: found.name.clone(),
             settings: found.entry.settings(version),
             version: version.clone(),
-            kernel,
-            initrd: paths.get(&Role::Initrd).cloned(),
-            disk: paths.get(&Role::Disk).cloned(),
+            kernel: kernel.path,
+            boot,
+            initrd: files.remove(&Role::Initrd).map(|f| f.path),
+            disk: files.remove(&Role::Disk).map(|f| f.path),
             source: found.catalog.origin.clone(),
             fetched,
             _lock: lock,
@@ -170,9 +231,9 @@ pub fn provide(
     };
     if !has_remote_files(found, version)? {
         // Files used in place are checked by at_hand: missing ones are errors, not None.
-        let paths = at_hand(store, found, version)?
+        let files = at_hand(store, found, version)?
             .ok_or_else(|| Error::setup(format!("box {key}: its files are not at hand")))?;
-        return ready(paths, None, false);
+        return ready(files, None, false);
     }
     let lock_path = store.lock_path(&key)?;
     let mut fetched = false;
@@ -183,8 +244,8 @@ pub fn provide(
                 "waiting for another boxbuild to finish fetching box {key}"
             ))
         })?;
-        if let Some(paths) = at_hand(store, found, version)? {
-            return ready(paths, Some(shared), fetched);
+        if let Some(files) = at_hand(store, found, version)? {
+            return ready(files, Some(shared), fetched);
         }
         drop(shared);
         let exclusive = lock::acquire(&lock_path, Mode::Exclusive, fetcher.signals, || {

@@ -2,6 +2,7 @@
 
 pub mod accel;
 pub mod arch;
+pub mod kernel;
 pub mod overlay;
 pub mod process;
 pub mod qemu;

@@ -51,6 +51,12 @@ fn build_tiny_box(arch: &str) -> PathBuf {
     build_box("tiny", arch, &[])
 }
 
+/// The tiny box with Debian's compressed kernel kept beside it as `vmlinuz`.
+pub fn tiny_box_with_vmlinuz_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| build_box("tiny", std::env::consts::ARCH, &["--keep-vmlinuz"]))
+}
+
 /// The tiny box speaking the guest protocol of KIWI's Python plugin (box `tiny-plugin`).
 pub fn plugin_box_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
