@@ -77,9 +77,11 @@ fn decode(frame: protocol::Frame) -> io::Result<Option<AgentEvent>> {
             AgentEvent::Hello { version, agent }
         }
         kind::LOG => AgentEvent::Log(String::from_utf8_lossy(&frame.payload).into_owned()),
-        kind::BOOT_MARKS => {
-            AgentEvent::BootMarks(protocol::decode_boot_marks(&frame.payload)?, Instant::now())
-        }
+        // Only -v shows them: damaged marks are dropped, never the run.
+        kind::BOOT_MARKS => match protocol::decode_boot_marks(&frame.payload) {
+            Ok(marks) => AgentEvent::BootMarks(marks, Instant::now()),
+            Err(_) => return Ok(None),
+        },
         kind::STARTED => AgentEvent::Started(Instant::now()),
         kind::STDOUT => AgentEvent::Stdout(frame.payload),
         kind::STDERR => AgentEvent::Stderr(frame.payload),
@@ -143,6 +145,23 @@ mod tests {
         assert_eq!(frame.kind, kind::JOB);
         assert_eq!(frame.payload[..4], version.to_le_bytes());
         Job::decode(&frame.payload).unwrap()
+    }
+
+    #[test]
+    fn boot_marks_arrive_as_an_event_and_damaged_ones_are_skipped() {
+        let marks = vec![protocol::BootMark {
+            name: "kernel".to_string(),
+            at: Duration::from_millis(1500),
+        }];
+        let frame = |payload: Vec<u8>| protocol::Frame {
+            kind: kind::BOOT_MARKS,
+            payload,
+        };
+        match decode(frame(protocol::encode_boot_marks(&marks))) {
+            Ok(Some(AgentEvent::BootMarks(got, _))) => assert_eq!(got, marks),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(decode(frame(vec![9, 0, 0])), Ok(None)));
     }
 
     #[test]

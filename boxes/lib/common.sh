@@ -199,6 +199,12 @@ make_initrd() {
   mkdir -p "$work"/{bin,dev,proc,sys,newroot,modules}
   install -m 0755 "$busybox" "$work/bin/busybox"
   install -m 0755 "$here/initrd-init.sh" "$work/init"
+  # The applets initrd-init.sh runs, linked once here instead of `busybox --install` at
+  # every boot (0.04 s under emulation).
+  local applet
+  for applet in sh cat mount insmod sleep poweroff switch_root; do
+    ln -s busybox "$work/bin/$applet"
+  done
   local f
   : >"$work/modules/order"
   for f in $(module_files "$kroot" "$kver" $BOX_MODULES); do

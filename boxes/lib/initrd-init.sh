@@ -3,7 +3,7 @@
 # No udev, no systemd: the agent on the root disk does the rest.
 # The end of each phase, in seconds since the kernel started, goes to init in
 # BOXBUILD_BOOT_MARKS ("NAME=SECONDS ..."), which the agent reports to the host for -v.
-/bin/busybox --install -s /bin
+# The applets it runs are linked in /bin when the initrd is made (make_initrd).
 mount -t proc proc /proc
 read up _ </proc/uptime; marks="kernel=$up"
 mount -t sysfs sysfs /sys
