@@ -37,7 +37,7 @@ t0=$(now)
   --target-dir "$work/version" --version >"$work/version.log" 2>&1
 version_s=$(printf '%.1f' "$(echo "$(now) - $t0" | bc -l)")
 ready_s=$(sed -n 's/.*agent .* ready \([0-9.]*\)s after QEMU started.*/\1/p' "$work/version.log")
-started_s=$(sed -n 's/.*builder started \([0-9.]*\)s after.*/\1/p' "$work/version.log")
+started_s=$(sed -n 's/.*start-up: .*builder at \([0-9.]*\)s$/\1/p' "$work/version.log")
 
 echo ">> kiwi build of examples/debian-tarball through boxbuild" >&2
 t0=$(now)

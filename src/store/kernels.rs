@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -386,23 +386,7 @@ fn read_image(path: &Path) -> std::result::Result<(Vec<u8>, fs::Metadata), Strin
 /// Writes a large file under a temporary name beside `path` and renames it into place,
 /// read-only like the boxes' files.
 fn write_read_only(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).context(|| format!("cannot create {}", dir.display()))?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".extract-")
-        .tempfile_in(dir)
-        .context(|| format!("cannot create a file in {}", dir.display()))?;
-    tmp.write_all(bytes)
-        .and_then(|()| tmp.as_file().sync_all())
-        .and_then(|()| {
-            tmp.as_file()
-                .set_permissions(fs::Permissions::from_mode(0o444))
-        })
-        .context(|| format!("cannot write {}", path.display()))?;
-    tmp.persist(path)
-        .map_err(|e| Error::setup(format!("cannot write {}: {}", path.display(), e.error)))?;
-    Ok(())
+    super::write_atomically_with_mode(path, bytes, Some(0o444))
 }
 
 #[cfg(test)]
