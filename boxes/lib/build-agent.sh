@@ -19,6 +19,11 @@ src=$here/../../guest-agent
 mkdir -p "$out"
 
 if [ "$arch" = "$(uname -m)" ]; then
+  # rustup's cargo, where a login shell's PATH lacks it.
+  if ! command -v cargo >/dev/null && [ -x "$HOME/.cargo/bin/cargo" ]; then
+    PATH=$HOME/.cargo/bin:$PATH
+  fi
+  command -v cargo >/dev/null || die "cargo is missing: install Rust (rustup) or run scripts/install.sh"
   # Own target dir: static linking flags would otherwise invalidate the host's release build.
   (cd "$src/.." && cargo build -q --release -p guest-agent --target-dir target/agent-static \
     --config "target.$arch-unknown-linux-gnu.rustflags=[\"-C\",\"target-feature=+crt-static\"]")
