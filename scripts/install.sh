@@ -37,8 +37,19 @@ else
   data=${data:-${XDG_DATA_HOME:-$HOME/.local/share}/boxbuild}
   config=${XDG_CONFIG_HOME:-$HOME/.config}/boxbuild
 fi
-# What a system install writes is readable by every user.
+# What a system install writes is readable by every user; so must be the way to it.
 umask 022
+if [ "$scope" = system ]; then
+  case "$data" in /*) ;; *) data=$(pwd)/$data ;; esac
+  dir=$data
+  while [ "$dir" != / ]; do
+    if [ -d "$dir" ] && [ "$(( 0$(stat -c %a "$dir") & 1 ))" = 0 ]; then
+      echo "install.sh: other users cannot enter $dir, so a system-wide box store under it serves root only; run 'chmod o+x $dir' or choose another --data-dir" >&2
+      exit 2
+    fi
+    dir=$(dirname "$dir")
+  done
+fi
 sudo=""
 [ "$(id -u)" = 0 ] || sudo=sudo
 

@@ -150,8 +150,13 @@ fn matches_catalog(m: &ManifestFile, sha256: Option<&str>, size: Option<u64>) ->
 /// A box built on this machine, used where it is: a size check, never a hash.
 fn check_in_place(path: &Path, size: Option<u64>, origin: &str) -> Result<()> {
     let meta = fs::metadata(path).map_err(|e| {
+        let what_to_do = if e.kind() == std::io::ErrorKind::PermissionDenied {
+            "make it and the directories above it readable for this user (chmod a+rX)"
+        } else {
+            "rebuild the box"
+        };
         Error::setup(format!(
-            "{origin}: box file {}: {e}; rebuild the box",
+            "{origin}: box file {}: {e}; {what_to_do}",
             path.display()
         ))
     })?;
