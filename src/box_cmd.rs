@@ -25,16 +25,31 @@ pub fn run(command: &BoxCommand, ui: Ui) -> Result<u8> {
     let signals = SignalWatch::install()?;
     let refresh = match command {
         BoxCommand::Update { .. } | BoxCommand::Outdated => Refresh::Now,
-        BoxCommand::List | BoxCommand::Fetch { .. } => Refresh::WhenDue,
+        BoxCommand::List
+        | BoxCommand::Fetch { .. }
+        | BoxCommand::Push { .. }
+        | BoxCommand::Sign { .. } => Refresh::WhenDue,
         // These work on the cache alone.
         BoxCommand::Prune { .. } | BoxCommand::Remove { .. } | BoxCommand::Verify { .. } => {
             Refresh::Never
         }
     };
-    let library = Library::open(ui, refresh, signals)?;
+    let mut library = Library::open(ui, refresh, signals)?;
     match command {
         BoxCommand::List => list(&library),
-        BoxCommand::Fetch { box_ref, arch } => fetch(&library, box_ref, arch.as_deref()),
+        BoxCommand::Fetch { box_ref, arch } => fetch(&mut library, box_ref, arch.as_deref()),
+        BoxCommand::Push {
+            box_ref,
+            target,
+            arch,
+            sign_key,
+        } => push(&library, box_ref, target, arch, sign_key.as_deref()),
+        BoxCommand::Sign { reference, key } => {
+            let reference = crate::oci::BoxReference::parse(reference)?;
+            let digest = crate::oci::push::sign(&library.registry, &reference, key)?;
+            say!("signed {} ({digest})", reference.text);
+            Ok(0)
+        }
         BoxCommand::Update { names, arch } => update(&library, names, arch.as_deref()),
         BoxCommand::Outdated => outdated(&library),
         BoxCommand::Prune { dry_run } => prune(&library, *dry_run),
@@ -135,8 +150,9 @@ pub fn list(library: &Library) -> Result<u8> {
     Ok(0)
 }
 
-fn fetch(library: &Library, box_ref: &str, arch: Option<&str>) -> Result<u8> {
-    let found = library.find(box_ref, arch.unwrap_or(host_arch()))?;
+fn fetch(library: &mut Library, box_ref: &str, arch: Option<&str>) -> Result<u8> {
+    let box_ref = library.add_oci_box(box_ref)?;
+    let found = library.find(&box_ref, arch.unwrap_or(host_arch()))?;
     let version = found.newest();
     let ready = store::provide(&library.store, &found, version, &library.fetcher())?;
     let key = Key::new(&found.name, &found.arch, &version.version);
@@ -150,6 +166,67 @@ fn fetch(library: &Library, box_ref: &str, arch: Option<&str>) -> Result<u8> {
         "box {key}: {state} ({})",
         ready.kernel.parent().unwrap_or(&ready.kernel).display()
     ));
+    Ok(0)
+}
+
+/// `box push`: every architecture of NAME@VERSION (fetched if needed) as one index.
+fn push(
+    library: &Library,
+    box_ref: &str,
+    target: &str,
+    archs: &[String],
+    sign_key: Option<&std::path::Path>,
+) -> Result<u8> {
+    let target = crate::oci::BoxReference::parse(target)?;
+    let (name, Some(version)) = catalog::parse_box_ref(box_ref) else {
+        return Err(Error::setup(format!(
+            "'{box_ref}': push needs NAME@VERSION, e.g. tiny@1.0 (see 'boxbuild box list')"
+        )));
+    };
+    let entry = catalog::catalog_for(&library.catalogs, name)
+        .and_then(|c| c.file.boxes.get(name))
+        .ok_or_else(|| {
+            let known: Vec<String> = catalog::known_boxes(&library.catalogs)
+                .into_iter()
+                .map(String::from)
+                .collect();
+            catalog::unknown_box(name, &known)
+        })?;
+    let mut boxes = Vec::new();
+    for arch in catalog::archs_of(entry) {
+        if !archs.is_empty() && !archs.iter().any(|a| a == arch) {
+            continue;
+        }
+        let found = library.find(box_ref, arch);
+        let Ok(found) = found else {
+            continue; // This version does not exist for this architecture.
+        };
+        let v = found.newest();
+        let ready = store::provide(&library.store, &found, v, &library.fetcher())?;
+        let config = crate::oci::format::BoxConfig::from_catalog(name, found.entry, v);
+        boxes.push(crate::oci::push::ArchBox { ready, config });
+    }
+    if boxes.is_empty() {
+        return Err(Error::setup(format!(
+            "box '{name}' has no version {version}{}",
+            if archs.is_empty() {
+                String::new()
+            } else {
+                format!(" for {}", archs.join(", "))
+            }
+        )));
+    }
+    let digest = crate::oci::push::push(&library.registry, library.ui, &target, &boxes, sign_key)?;
+    say!(
+        "pushed {name}@{version} ({}) to {} as {digest}{}",
+        boxes
+            .iter()
+            .map(|b| b.config.arch.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        target.text,
+        if sign_key.is_some() { ", signed" } else { "" }
+    );
     Ok(0)
 }
 

@@ -25,7 +25,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Manage boxes: list, fetch, update, outdated, prune, remove, verify.
+    /// Manage boxes: list, fetch, update, outdated, prune, remove, verify, push, sign.
     #[command(name = "box")]
     Box(BoxArgs),
 }
@@ -86,6 +86,28 @@ pub enum BoxCommand {
     Verify {
         #[arg(value_name = "NAME")]
         names: Vec<String>,
+    },
+    /// Push a box version (every architecture the catalog has) to an OCI registry as one
+    /// image index, e.g. 'box push debian@12.1.0 oci://registry.example.org/boxes/debian:12.1.0'.
+    Push {
+        #[arg(value_name = "NAME@VERSION")]
+        box_ref: String,
+        #[arg(value_name = "oci://REGISTRY/REPOSITORY:TAG")]
+        target: String,
+        /// Only these architectures (repeatable; default: all the catalog names).
+        #[arg(long, value_name = "ARCH")]
+        arch: Vec<String>,
+        /// Sign the pushed index with this P-256 private key (PKCS#8 PEM), as cosign does.
+        #[arg(long, value_name = "KEY")]
+        sign_key: Option<PathBuf>,
+    },
+    /// Sign what an OCI reference names now, as cosign does (signature stored beside it).
+    Sign {
+        #[arg(value_name = "oci://REGISTRY/REPOSITORY:TAG")]
+        reference: String,
+        /// P-256 private key (PKCS#8 PEM).
+        #[arg(long, value_name = "KEY")]
+        key: PathBuf,
     },
 }
 

@@ -10,7 +10,10 @@ use crate::ui::Ui;
 
 pub struct Library {
     pub store: Store,
+    /// Which sources must be signed (trust.toml).
+    pub rules: Vec<crate::trust::Rule>,
     pub http: Http,
+    pub registry: crate::oci::Registry,
     pub catalogs: Vec<Catalog>,
     pub ui: Ui,
     pub signals: SignalWatch,
@@ -21,7 +24,9 @@ impl Library {
     pub fn open(ui: Ui, refresh: Refresh, signals: SignalWatch) -> Result<Library> {
         let store = Store::open()?;
         let http = Http::new();
+        let rules = crate::trust::load(&crate::trust::files())?;
         let catalogs = catalog::load_all(&LoadPolicy {
+            rules: &rules,
             refresh,
             ui,
             http: &http,
@@ -29,7 +34,9 @@ impl Library {
         })?;
         Ok(Library {
             store,
+            rules,
             http,
+            registry: crate::oci::Registry::new(),
             catalogs,
             ui,
             signals,
@@ -40,6 +47,7 @@ impl Library {
     pub fn fetcher(&self) -> Fetcher<'_> {
         Fetcher {
             http: &self.http,
+            registry: &self.registry,
             ui: self.ui,
             signals: &self.signals,
             retries: fetch::retries_from_env(),
@@ -93,7 +101,31 @@ impl Library {
 
     /// The box for a build: pinned, else the newest at hand (saying so when the catalog
     /// has a newer one and `tell_newer`), fetched if needed, held until dropped.
+    /// Resolves an `oci://` reference into a catalog of its own (kept first, so its name
+    /// is found) and returns the box name to use; other references are returned as they are.
+    pub fn add_oci_box(&mut self, box_ref: &str) -> Result<String> {
+        if !crate::oci::is_oci(box_ref) {
+            return Ok(box_ref.to_string());
+        }
+        let reference = crate::oci::BoxReference::parse(box_ref)?;
+        let resolver = crate::oci::resolve::Resolver {
+            registry: &self.registry,
+            cache_dir: self.store.catalogs_dir(),
+            refresh: self.refresh,
+            interval_secs: catalog::update_check_interval(&self.catalogs)?.as_secs(),
+            rules: &self.rules,
+            ui: self.ui,
+        };
+        let (found, name) = resolver.catalog(&reference)?;
+        for warning in self.registry.warnings() {
+            self.ui.warn(warning);
+        }
+        self.catalogs.insert(0, found);
+        Ok(name)
+    }
+
     pub fn ready(&mut self, box_ref: &str, arch: &str, tell_newer: bool) -> Result<Ready> {
+        let box_ref = &self.add_oci_box(box_ref)?;
         let name = catalog::parse_box_ref(box_ref).0;
         self.add_plugin_box(name, arch)?;
         if catalog::catalog_for(&self.catalogs, name).is_none() {

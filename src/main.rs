@@ -9,6 +9,7 @@ mod error;
 mod fetch;
 mod guest_setup;
 mod library;
+mod oci;
 mod output;
 mod plugin_box;
 mod run;
@@ -22,6 +23,7 @@ mod status;
 mod store;
 mod target_lock;
 mod threads;
+mod trust;
 mod ui;
 mod vm;
 

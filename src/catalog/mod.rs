@@ -1,6 +1,7 @@
 //! Where boxes are described: catalogs (TOML), searched in a fixed order; the first catalog
 //! that names a box wins for that box. Format and order: docs/catalog.md.
 
+pub mod openpgp;
 pub mod plugin_config;
 mod sources;
 
@@ -151,6 +152,9 @@ pub struct FileRef {
     /// The fetched file is a tar archive (e.g. the Python plugin's `*-Kernel.tar.xz`) and
     /// this role's file is its one member matching this pattern, e.g. `*.kernel`.
     pub member: Option<String>,
+    /// The fetched file is compressed ("zstd"); `sha256` and `size` are the compressed
+    /// file's, and the box file is what it decompresses to.
+    pub compression: Option<String>,
 }
 
 /// Where a box file comes from.
@@ -198,6 +202,11 @@ impl Catalog {
                 ))
             })?
         };
+        Catalog::from_file(file, origin, base)
+    }
+
+    /// A catalog made in memory (e.g. from a registry's index), validated as a read one.
+    pub fn from_file(file: CatalogFile, origin: &str, base: Base) -> Result<Catalog> {
         let catalog = Catalog {
             origin: origin.to_string(),
             base,
@@ -242,6 +251,18 @@ impl Catalog {
                         }
                         _ => {}
                     }
+                    match (&file.compression, &file.url, &file.member) {
+                        (None, _, _) => {}
+                        (Some(c), _, _) if c != "zstd" => {
+                            return bad(format!("{at}: unknown compression '{c}' (known: zstd)"))
+                        }
+                        (Some(_), None, _) | (Some(_), _, Some(_)) => {
+                            return bad(format!(
+                                "{at}: compression applies to a fetched file that is not an archive member"
+                            ))
+                        }
+                        _ => {}
+                    }
                     if let Some(digest) = &file.sha256 {
                         if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
                             return bad(format!("{at}: sha256 must be 64 hex digits"));
@@ -265,9 +286,9 @@ impl Catalog {
                 (Base::Builtin, Err(e)) => return Err(self.bad_url(url, e)),
             };
             return match parsed.scheme() {
-                "http" | "https" | "file" => Ok(Location::Remote(parsed)),
+                "http" | "https" | "file" | "oci" => Ok(Location::Remote(parsed)),
                 other => Err(Error::setup(format!(
-                    "{}: {url}: unsupported URL scheme '{other}' (use https, http or file)",
+                    "{}: {url}: unsupported URL scheme '{other}' (use https, http, file or oci)",
                     self.origin
                 ))),
             };

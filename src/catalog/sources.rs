@@ -31,6 +31,8 @@ pub struct LoadPolicy<'a> {
     pub http: &'a Http,
     /// Where copies of remote catalogs are kept.
     pub cache_dir: PathBuf,
+    /// Which catalogs must be signed, and by which keyring.
+    pub rules: &'a [crate::trust::Rule],
 }
 
 /// The catalog files to read, in order of precedence.
@@ -178,12 +180,14 @@ fn load_remote(
         }
         Ok(catalog)
     };
+    let signed = Signed::new(&url, policy)?;
     match url.scheme() {
         "file" => {
             let path = url
                 .to_file_path()
                 .map_err(|()| Error::setup(format!("{named_by}: bad file URL {url}")))?;
             let text = std::fs::read_to_string(&path).context(|| url.to_string())?;
+            signed.check(&text, true, policy)?;
             return parse(&text).map(Some);
         }
         "http" | "https" => {}
@@ -213,8 +217,12 @@ fn load_remote(
                 || now_secs().saturating_sub(meta.checked.max(meta.failed)) >= interval.as_secs()
         }
     };
+    let signature_path = policy.cache_dir.join(format!("{key}.signature"));
+    let signed = signed.keeping(signature_path);
     if !due {
-        return parse(copy.as_deref().unwrap_or_default()).map(Some);
+        let text = copy.as_deref().unwrap_or_default();
+        signed.check(text, false, policy)?;
+        return parse(text).map(Some);
     }
     let validators = copy
         .as_ref()
@@ -227,7 +235,9 @@ fn load_remote(
                 ..meta
             };
             write_meta(&meta_path, &meta)?;
-            parse(copy.as_deref().unwrap_or_default()).map(Some)
+            let text = copy.as_deref().unwrap_or_default();
+            signed.check(text, false, policy)?;
+            parse(text).map(Some)
         }
         Ok(Revalidated::Changed {
             text,
@@ -235,6 +245,7 @@ fn load_remote(
             last_modified,
         }) => {
             let catalog = parse(&text)?;
+            signed.check(&text, true, policy)?;
             std::fs::create_dir_all(&policy.cache_dir)
                 .context(|| policy.cache_dir.display().to_string())?;
             crate::store::write_atomically(&copy_path, text.as_bytes())?;
@@ -263,6 +274,7 @@ fn load_remote(
                     "could not check {url} for newer boxes ({e}); using the copy checked {} ago",
                     humantime::format_duration(Duration::from_secs(age.as_secs()))
                 ));
+                signed.check(&text, false, policy)?;
                 parse(&text).map(Some)
             }
             None => {
@@ -272,6 +284,106 @@ fn load_remote(
                 Ok(None)
             }
         },
+    }
+}
+
+/// The OpenPGP check a trust rule asks for a catalog (docs/signatures.md); none when no
+/// rule names it.
+struct Signed {
+    url: Url,
+    keyring: Option<(PathBuf, PathBuf)>,
+    /// Where the signature of the kept copy is kept.
+    kept: Option<PathBuf>,
+}
+
+impl Signed {
+    fn new(url: &Url, policy: &LoadPolicy) -> Result<Signed> {
+        let keyring = match crate::trust::rule_for(policy.rules, url.as_str()) {
+            None => None,
+            Some(rule) => match &rule.keyring {
+                Some(keyring) => Some((keyring.clone(), rule.origin.clone())),
+                None => {
+                    return Err(Error::setup(format!(
+                        "{url}: {} binds it to P-256 keys, which sign registry boxes; give the rule a 'keyring' (OpenPGP) to verify a catalog",
+                        rule.origin.display()
+                    )))
+                }
+            },
+        };
+        Ok(Signed {
+            url: url.clone(),
+            keyring,
+            kept: None,
+        })
+    }
+
+    fn keeping(self, path: PathBuf) -> Signed {
+        Signed {
+            kept: Some(path),
+            ..self
+        }
+    }
+
+    /// Checks `text` against its signature: fetched now when the text is (`fresh`) or no
+    /// signature is kept, else the kept one. Errors: one line naming catalog, keyring and why.
+    fn check(&self, text: &str, fresh: bool, policy: &LoadPolicy) -> Result<()> {
+        let Some((keyring_path, origin)) = &self.keyring else {
+            return Ok(());
+        };
+        let refuse = |why: String| {
+            Error::setup(format!(
+                "{}: refused: {why}; {} requires a signature by the keyring {}",
+                self.url,
+                origin.display(),
+                keyring_path.display()
+            ))
+        };
+        let kept = self
+            .kept
+            .as_ref()
+            .filter(|_| !fresh)
+            .and_then(|p| std::fs::read(p).ok());
+        let signature = match kept {
+            Some(bytes) => bytes,
+            None => self.fetch_signature(policy).map_err(refuse)?,
+        };
+        let keyring = super::openpgp::load_keyring(keyring_path).map_err(Error::setup)?;
+        super::openpgp::verify(&keyring, text.as_bytes(), &signature).map_err(refuse)?;
+        if let Some(path) = &self.kept {
+            let _ = std::fs::create_dir_all(&policy.cache_dir);
+            crate::store::write_atomically(path, &signature)?;
+        }
+        Ok(())
+    }
+
+    /// URL.asc, else URL.sig, from the server or the file system.
+    fn fetch_signature(&self, policy: &LoadPolicy) -> std::result::Result<Vec<u8>, String> {
+        for suffix in super::openpgp::SUFFIXES {
+            let url = Url::parse(&format!("{}{suffix}", self.url))
+                .map_err(|e| format!("bad signature URL: {e}"))?;
+            let found = if url.scheme() == "file" {
+                let path = url
+                    .to_file_path()
+                    .map_err(|()| "bad file URL".to_string())?;
+                match std::fs::read(&path) {
+                    Ok(bytes) => Some(bytes),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                    Err(e) => return Err(format!("{}: {e}", path.display())),
+                }
+            } else {
+                policy
+                    .http
+                    .get_bytes(&url)
+                    .map_err(|e| format!("cannot fetch {url}: {e}"))?
+            };
+            if let Some(bytes) = found {
+                return Ok(bytes);
+            }
+        }
+        Err(format!(
+            "unsigned (neither {0}.asc nor {0}.sig exists)",
+            self.url
+        ))
     }
 }
 

@@ -164,6 +164,23 @@ impl Http {
     }
 }
 
+impl Http {
+    /// A small file (a signature) in memory; `None` when the server has none (404).
+    pub fn get_bytes(&self, url: &Url) -> Result<Option<Vec<u8>>, FetchError> {
+        let response = self
+            .client()?
+            .get(url.clone())
+            .timeout(CHECK_TIMEOUT)
+            .send()
+            .map_err(transient)?;
+        match response.status() {
+            StatusCode::OK => Ok(Some(response.bytes().map_err(transient)?.to_vec())),
+            StatusCode::NOT_FOUND | StatusCode::GONE => Ok(None),
+            s => Err(classify(s)),
+        }
+    }
+}
+
 fn classify(status: StatusCode) -> FetchError {
     let retry = status.is_server_error()
         || status == StatusCode::REQUEST_TIMEOUT

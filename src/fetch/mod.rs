@@ -5,7 +5,7 @@
 
 pub mod http;
 mod partial;
-mod progress;
+pub mod progress;
 
 use crate::error::{Error, Result};
 use crate::signals::SignalWatch;
@@ -38,6 +38,8 @@ pub struct Download<'a> {
 
 pub struct Fetcher<'a> {
     pub http: &'a Http,
+    /// For `oci://` blobs.
+    pub registry: &'a crate::oci::Registry,
     pub ui: Ui,
     pub signals: &'a SignalWatch,
     /// Further tries after a network error that made no progress.
@@ -97,12 +99,24 @@ impl Fetcher<'_> {
             if d.size.is_some_and(|size| partial.len == size) {
                 break; // Complete from an earlier run; the digest decides.
             }
-            let opened = match open(self.http, d.url, partial.len, validator.as_deref()) {
+            let opened = match open(self, d.url, partial.len, validator.as_deref()) {
                 Ok(opened) => opened,
                 Err(FetchError::RangeNotSatisfiable) if !restarted_after_416 => {
                     restarted_after_416 = true;
                     partial.restart().map_err(|e| io("cannot truncate", e))?;
                     continue;
+                }
+                Err(FetchError::Refused(status)) if d.url.scheme() == "oci" => {
+                    return Err(Error::setup(format!(
+                        "{}: {} answered HTTP {status}; {}",
+                        d.label,
+                        d.url,
+                        if status.as_u16() == 401 || status.as_u16() == 403 {
+                            "log in with 'podman login' or 'skopeo login'"
+                        } else {
+                            "the registry lost the blob; try 'boxbuild box update'"
+                        }
+                    )))
                 }
                 Err(FetchError::Refused(status)) => {
                     return Err(Error::setup(format!(
@@ -277,15 +291,25 @@ enum StreamError {
     Interrupted(i32),
 }
 
-/// http(s) through the client; file:// straight from the file system.
+/// http(s) through the client; oci:// (`oci://REGISTRY/REPOSITORY@DIGEST`, a blob)
+/// through the registry client; file:// straight from the file system.
 fn open(
-    http: &Http,
+    fetcher: &Fetcher,
     url: &Url,
     offset: u64,
     validator: Option<&str>,
 ) -> std::result::Result<Opened, FetchError> {
+    if url.scheme() == "oci" {
+        let blob = crate::oci::BoxReference::parse(url.as_str())
+            .map_err(|e| FetchError::Transient(e.to_string()))?;
+        let digest = blob
+            .digest()
+            .ok_or_else(|| FetchError::Transient(format!("{url} names no blob digest")))?
+            .to_string();
+        return fetcher.registry.open_blob(&blob.inner, &digest, offset);
+    }
     if url.scheme() != "file" {
-        return http.open(url, offset, validator);
+        return fetcher.http.open(url, offset, validator);
     }
     let path = url
         .to_file_path()

@@ -11,10 +11,27 @@ pub struct Progress {
     ui: Ui,
     label: String,
     started: Instant,
+    /// "fetched" or "pushed", for the closing line.
+    done: &'static str,
 }
 
 impl Progress {
     pub fn start(ui: Ui, label: &str, size: Option<u64>, position: u64) -> Progress {
+        Progress::begin(ui, ("fetching", "fetched"), label, size, position)
+    }
+
+    /// Progress of an upload of `size` bytes.
+    pub fn upload(ui: Ui, label: &str, size: u64) -> Progress {
+        Progress::begin(ui, ("pushing", "pushed"), label, Some(size), 0)
+    }
+
+    fn begin(
+        ui: Ui,
+        (doing, done): (&'static str, &'static str),
+        label: &str,
+        size: Option<u64>,
+        position: u64,
+    ) -> Progress {
         let interactive =
             !ui.quiet && std::io::stdout().is_terminal() && std::io::stderr().is_terminal();
         let bar = interactive.then(|| {
@@ -39,13 +56,14 @@ impl Progress {
             } else {
                 String::new()
             };
-            ui.info(&format!("fetching {label}{what}{from}"));
+            ui.info(&format!("{doing} {label}{what}{from}"));
         }
         Progress {
             bar,
             ui,
             label: label.to_string(),
             started: Instant::now(),
+            done,
         }
     }
 
@@ -55,6 +73,16 @@ impl Progress {
                 bar.set_length(total);
             }
             bar.set_position(position);
+        }
+    }
+
+    /// Moves the bar from another thread or task.
+    pub fn setter(&self) -> impl Fn(u64) + Send + 'static {
+        let bar = self.bar.clone();
+        move |position| {
+            if let Some(bar) = &bar {
+                bar.set_position(position);
+            }
         }
     }
 
@@ -72,7 +100,7 @@ impl Progress {
             None => {
                 let seconds = self.started.elapsed().as_secs_f64();
                 self.ui
-                    .detail(&format!("fetched {} in {seconds:.1}s", self.label));
+                    .detail(&format!("{} {} in {seconds:.1}s", self.done, self.label));
             }
         }
     }

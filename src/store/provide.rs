@@ -317,11 +317,19 @@ fn fetch_and_install(
                 label: format!("box {key}: {}", role.name()),
             })?;
         }
-        let (dest, file_sha256) = match &file.member {
-            Some(pattern) => {
-                let dest = staging.join(role.name());
-                extract_member(&fetched, pattern, &dest)
-                    .map_err(|e| Error::setup(format!("box {key}: {}: {e}", role.name())))?;
+        let unpacked = match (&file.member, &file.compression) {
+            (Some(pattern), _) => Some(extract_member(
+                &fetched,
+                pattern,
+                &staging.join(role.name()),
+            )),
+            (None, Some(_)) => Some(decompress_zstd(&fetched, &staging.join(role.name()))),
+            (None, None) => None,
+        };
+        let (dest, file_sha256) = match unpacked {
+            Some(result) => {
+                let dest =
+                    result.map_err(|e| Error::setup(format!("box {key}: {}: {e}", role.name())))?;
                 let digest =
                     crate::fetch::sha256_file(&dest).context(|| dest.display().to_string())?;
                 (dest, Some(digest))
@@ -349,8 +357,24 @@ fn fetch_and_install(
     Ok(())
 }
 
+/// Decompresses a verified zstd file (a registry layer stored compressed) into `dest`.
+fn decompress_zstd(compressed: &Path, dest: &Path) -> std::result::Result<PathBuf, String> {
+    let input = fs::File::open(compressed).map_err(|e| format!("{}: {e}", compressed.display()))?;
+    let mut output = fs::File::create(dest).map_err(|e| format!("{}: {e}", dest.display()))?;
+    zstd::stream::copy_decode(input, &mut output)
+        .map_err(|e| format!("cannot decompress the zstd layer: {e}"))?;
+    output
+        .sync_all()
+        .map_err(|e| format!("{}: {e}", dest.display()))?;
+    Ok(dest.to_path_buf())
+}
+
 /// Takes the one member of a tar archive (compressed or not) that matches `pattern`.
-fn extract_member(archive: &Path, pattern: &str, dest: &Path) -> std::result::Result<(), String> {
+fn extract_member(
+    archive: &Path,
+    pattern: &str,
+    dest: &Path,
+) -> std::result::Result<PathBuf, String> {
     let listing = std::process::Command::new("tar")
         .args(["-tf"])
         .arg(archive)
@@ -381,7 +405,7 @@ fn extract_member(archive: &Path, pattern: &str, dest: &Path) -> std::result::Re
     if !status.success() {
         return Err(format!("tar could not extract {name}"));
     }
-    Ok(())
+    Ok(dest.to_path_buf())
 }
 
 /// Assembles the version dir beside its final place and renames it in.
