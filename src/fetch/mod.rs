@@ -87,7 +87,8 @@ impl Fetcher<'_> {
             }
         };
         let mut partial = Partial::open(&part_path).map_err(|e| io("cannot open", e))?;
-        let resumed_from = partial.len;
+        // Where the first ranged request started: an earlier run's copy or a broken transfer.
+        let mut resumed_from = partial.len;
         let mut received = 0u64;
         let mut failures = 0u32;
         let mut restarted_after_416 = false;
@@ -132,6 +133,9 @@ impl Fetcher<'_> {
             };
             if opened.start == 0 && partial.len > 0 {
                 partial.restart().map_err(|e| io("cannot truncate", e))?;
+            }
+            if resumed_from == 0 {
+                resumed_from = opened.start;
             }
             if let (Some(total), Some(size)) = (opened.total, d.size) {
                 if total != size {

@@ -179,7 +179,8 @@ fn upload_file(
 }
 
 /// Signs the manifest or index `digest` of `target`'s repository: payload blob, cosign
-/// config blob, and the signature manifest under `sha256-HEX.sig`.
+/// config blob, and the signature manifest under `sha256-HEX.sig`, keeping the signatures
+/// already there.
 pub fn sign_digest(
     registry: &Registry,
     target: &BoxReference,
@@ -192,10 +193,35 @@ pub fn sign_digest(
     let signed = signature::sign(key, &payload);
     let payload_size = payload.len() as i64;
     registry.push_bytes(&target.inner, payload, &payload_digest)?;
-    let config = signature::config_blob(&payload_digest);
+    let layer = OciDescriptor {
+        media_type: signature::PAYLOAD_MEDIA_TYPE.to_string(),
+        digest: payload_digest,
+        size: payload_size,
+        urls: None,
+        annotations: Some(BTreeMap::from([(
+            signature::SIGNATURE_ANNOTATION.to_string(),
+            signed,
+        )])),
+        artifact_type: None,
+    };
+    // Signatures by other keys stay: like cosign, a signature is added to those there.
+    let tag = target.at_tag(&signature::signature_tag(digest));
+    let mut layers: Vec<OciDescriptor> = match registry.manifest(&tag.inner) {
+        Ok((bytes, _)) => serde_json::from_slice::<oci_client::manifest::OciImageManifest>(&bytes)
+            .map(|m| m.layers)
+            .unwrap_or_default(),
+        Err(RegistryError::NotFound) => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    layers.retain(|l| l.media_type == signature::PAYLOAD_MEDIA_TYPE && l.digest != layer.digest);
+    layers.push(layer);
+    let diff_ids: Vec<String> = layers.iter().map(|l| l.digest.clone()).collect();
+    let config = signature::config_blob(&diff_ids);
     let config_digest = super::sha256_digest(&config);
     let config_size = config.len() as i64;
-    registry.push_bytes(&target.inner, config, &config_digest)?;
+    if !registry.has_blob(&target.inner, &config_digest)? {
+        registry.push_bytes(&target.inner, config, &config_digest)?;
+    }
     let manifest = oci_client::manifest::OciImageManifest {
         schema_version: 2,
         media_type: Some(format::MANIFEST_MEDIA_TYPE.to_string()),
@@ -207,22 +233,11 @@ pub fn sign_digest(
             annotations: None,
             artifact_type: None,
         },
-        layers: vec![OciDescriptor {
-            media_type: signature::PAYLOAD_MEDIA_TYPE.to_string(),
-            digest: payload_digest,
-            size: payload_size,
-            urls: None,
-            annotations: Some(BTreeMap::from([(
-                signature::SIGNATURE_ANNOTATION.to_string(),
-                signed,
-            )])),
-            artifact_type: None,
-        }],
+        layers,
         subject: None,
         artifact_type: None,
         annotations: None,
     };
-    let tag = target.at_tag(&signature::signature_tag(digest));
     registry.push_manifest(
         &tag.inner,
         format::to_bytes(&manifest),

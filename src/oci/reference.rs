@@ -92,26 +92,34 @@ impl BoxReference {
         self.inner.digest()
     }
 
-    /// The name the box has in the cache and in `box list`: registry, repository and tag
-    /// (or the digest's first 12 digits) with every character outside the catalog's name
-    /// alphabet replaced by `_`, e.g. `127.0.0.1_5000_boxes_tiny_1.0`.
+    /// The name the box has in the cache and in `box list`: registry and repository with
+    /// every character outside the catalog's name alphabet replaced by `_`, e.g.
+    /// `127.0.0.1_5000_boxes_tiny`. Tags and digests of one repository share it, so the
+    /// same box reached by tag or by digest is one cache entry (its version is the box's).
     pub fn box_name(&self) -> String {
-        let at = match (self.inner.digest(), self.inner.tag()) {
-            (Some(digest), _) => digest.replace(':', "-").chars().take(19).collect(),
-            (None, Some(tag)) => tag.to_string(),
-            (None, None) => "latest".to_string(),
-        };
-        format!("{}/{}/{at}", self.inner.registry(), self.inner.repository())
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || "._+-".contains(c) {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect()
+        sanitize(&format!(
+            "{}/{}",
+            self.inner.registry(),
+            self.inner.repository()
+        ))
     }
+
+    /// A file name for what the whole reference resolved to (tag or digest included).
+    pub fn file_name(&self) -> String {
+        sanitize(self.inner.whole().as_str())
+    }
+}
+
+fn sanitize(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._+-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -124,7 +132,8 @@ mod tests {
         assert_eq!(r.inner.registry(), "127.0.0.1:5000");
         assert_eq!(r.inner.repository(), "boxes/tiny");
         assert_eq!(r.inner.tag(), Some("1.0"));
-        assert_eq!(r.box_name(), "127.0.0.1_5000_boxes_tiny_1.0");
+        assert_eq!(r.box_name(), "127.0.0.1_5000_boxes_tiny");
+        assert_eq!(r.file_name(), "127.0.0.1_5000_boxes_tiny_1.0");
         let digest = format!("sha256:{}", "a".repeat(64));
         let d = r.at_digest(&digest);
         assert_eq!(d.digest(), Some(digest.as_str()));

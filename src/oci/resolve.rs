@@ -61,7 +61,7 @@ impl Resolver<'_> {
     fn cache_path(&self, reference: &BoxReference) -> PathBuf {
         self.cache_dir
             .join("oci")
-            .join(format!("{}.json", reference.box_name()))
+            .join(format!("{}.json", reference.file_name()))
     }
 
     /// The catalog for `reference`, and the box name in it. Errors: one line naming the

@@ -134,16 +134,16 @@ pub fn verify(
     Ok(())
 }
 
-/// The cosign config blob of a signature manifest: an image config whose one layer is the
-/// payload (as cosign writes it).
-pub fn config_blob(payload_digest: &str) -> Vec<u8> {
+/// The cosign config blob of a signature manifest: an image config whose layers are the
+/// payloads (as cosign writes it).
+pub fn config_blob(payload_digests: &[String]) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({
         "architecture": "",
         "config": {},
         "created": "0001-01-01T00:00:00Z",
         "history": [{"created": "0001-01-01T00:00:00Z"}],
         "os": "",
-        "rootfs": {"type": "layers", "diff_ids": [payload_digest]},
+        "rootfs": {"type": "layers", "diff_ids": payload_digests},
     }))
     .expect("serialisable")
 }
