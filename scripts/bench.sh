@@ -12,7 +12,9 @@
 # - the Debian kiwi box (scripts/bench-kiwi.sh): box build, boot, a real kiwi build through
 #   boxbuild and on the host (slow: tens of minutes under TCG; BENCH_KIWI=0 skips it);
 # - KIWI's Python plugin beside boxbuild on the same plugin-protocol box
-#   (scripts/bench-plugin.sh).
+#   (scripts/bench-plugin.sh);
+# - the Debian box through a local OCI registry: push, pull vs skopeo copy, cache hits
+#   (scripts/bench-registry.sh).
 # BENCH_KIWI_FILE=FILE takes the Debian box section from an earlier
 # `scripts/bench-kiwi.sh > FILE` instead of measuring it again.
 set -euo pipefail
@@ -82,6 +84,7 @@ box_size=$(du -sh "$boxdir" | cut -f1)
 cache_section=$(scripts/bench-cache.sh 2048 "$(( runs < 3 ? runs : 3 ))")
 sharing_section=$(scripts/bench-sharing.sh)
 plugin_section=$(scripts/bench-plugin.sh 5)
+registry_section=$(scripts/bench-registry.sh 5)
 kiwi_section="(not measured in this run: BENCH_KIWI=0)"
 if [ -n "${BENCH_KIWI_FILE:-}" ]; then
   # A section scripts/bench-kiwi.sh wrote earlier (it takes tens of minutes).
@@ -115,6 +118,8 @@ $cache_section
 $sharing_section
 
 $kiwi_section
+
+$registry_section
 
 ## KIWI's Python plugin and boxbuild on the same box
 

@@ -75,7 +75,8 @@ packages=("$qemu_pkg" qemu-utils qemu-system-common sshfs uidmap cpio e2fsprogs 
   gzip kmod ca-certificates curl gcc libc6-dev bc mmdebstrap genext2fs skopeo fdisk
   debian-archive-keyring "$foreign_qemu" rustc "$cross_gcc" "libc6-dev-$foreign_deb-cross"
   qemu-system-misc qemu-system-ppc gcc-s390x-linux-gnu libc6-dev-s390x-cross
-  gcc-powerpc64le-linux-gnu libc6-dev-ppc64el-cross gcc-riscv64-linux-gnu libc6-dev-riscv64-cross)
+  gcc-powerpc64le-linux-gnu libc6-dev-ppc64el-cross gcc-riscv64-linux-gnu libc6-dev-riscv64-cross
+  docker-registry apache2-utils gpg openssl)
 missing=()
 for p in "${packages[@]}"; do
   status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
@@ -87,6 +88,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   for p in "${missing[@]}"; do
     $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$p"
   done
+fi
+# The registry tests start their own registries on free ports; the package's service is
+# not wanted.
+if [[ " ${missing[*]} " == *" docker-registry "* ]] && command -v systemctl >/dev/null; then
+  $sudo systemctl disable --now docker-registry >/dev/null 2>&1 || true
 fi
 command -v qemu-img >/dev/null || {
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends qemu-utils

@@ -9,7 +9,34 @@
 # resolve against the catalog's own URL). Users then set
 #   BOXBUILD_CATALOG_URL=https://host/path/catalog.toml
 # or list the URL under remote_catalogs (docs/catalog.md).
+#
+#   scripts/publish-box.sh --oci oci://REGISTRY/REPOSITORY:TAG [--sign-key KEY] BOXDIR...
+#
+# pushes the boxes (one per architecture, all of one name and version) to an OCI registry
+# as one image index instead, with `boxbuild box push` (docs/oci-boxes.md); BOXBUILD names
+# the boxbuild to use (default: the one on PATH).
 set -euo pipefail
+if [ "${1:-}" = --oci ]; then
+  ref=${2:?usage: publish-box.sh --oci REF [--sign-key KEY] BOXDIR...}; shift 2
+  sign=()
+  if [ "${1:-}" = --sign-key ]; then sign=(--sign-key "${2:?--sign-key needs a key file}"); shift 2; fi
+  [ $# -gt 0 ] || { echo "usage: publish-box.sh --oci REF [--sign-key KEY] BOXDIR..." >&2; exit 2; }
+  catalog=$(mktemp --suffix=.toml)
+  trap 'rm -f "$catalog"' EXIT
+  first=1
+  for boxdir in "$@"; do
+    [ -f "$boxdir/catalog.toml" ] || { echo "error: $boxdir/catalog.toml not found (build the box first)" >&2; exit 1; }
+    if [ $first = 1 ]; then
+      cat "$boxdir/catalog.toml" >"$catalog"
+      name=$(sed -n 's/^\[boxes\.\([A-Za-z0-9_.-]*\)\]$/\1/p' "$boxdir/catalog.toml" | head -n1)
+      version=$(sed -n 's/^version = "\(.*\)"$/\1/p' "$boxdir/catalog.toml" | head -n1)
+      first=0
+    else
+      sed -n "/^\[\[boxes\.$name\.versions\]\]/,\$p" "$boxdir/catalog.toml" >>"$catalog"
+    fi
+  done
+  BOXBUILD_CONFIG=$catalog exec "${BOXBUILD:-boxbuild}" box push "$name@$version" "$ref" "${sign[@]}"
+fi
 site=${1:?usage: publish-box.sh SITE BOXDIR...}; shift
 [ $# -gt 0 ] || { echo "usage: publish-box.sh SITE BOXDIR..." >&2; exit 2; }
 mkdir -p "$site/.entries"
