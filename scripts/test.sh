@@ -4,6 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x "$HOME/.cargo/bin/cargo" ] && export PATH=$HOME/.cargo/bin:$PATH
+# The registry tests read boxes back with the Python ORAS client (PyPI's oras).
+python3 -c 'import oras.client' 2>/dev/null || python3 -m pip install -q --user oras ||
+  python3 -m pip install -q oras
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -q -- -D warnings
 cargo test --workspace --locked "$@"

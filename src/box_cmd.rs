@@ -35,6 +35,12 @@ pub fn run(command: &BoxCommand, ui: Ui) -> Result<u8> {
         }
     };
     let mut library = Library::open(ui, refresh, signals)?;
+    if matches!(
+        command,
+        BoxCommand::List | BoxCommand::Update { .. } | BoxCommand::Outdated
+    ) {
+        library.add_kept_oci_boxes();
+    }
     match command {
         BoxCommand::List => list(&library),
         BoxCommand::Fetch { box_ref, arch } => fetch(&mut library, box_ref, arch.as_deref()),

@@ -124,6 +124,28 @@ impl Library {
         Ok(name)
     }
 
+    /// Adds every registry box resolved before (kept under `catalogs/oci/`), so `box list`,
+    /// `update` and `outdated` see them; tags are checked as the refresh policy says. One
+    /// that fails (unreachable and never kept, refused by a trust rule) is a warning.
+    pub fn add_kept_oci_boxes(&mut self) {
+        let dir = self.store.catalogs_dir().join("oci");
+        let mut references: Vec<String> = std::fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| std::fs::read(e.path()).ok())
+            .filter_map(|b| serde_json::from_slice::<crate::oci::resolve::Resolution>(&b).ok())
+            .map(|r| r.reference)
+            .collect();
+        // Digest references first: a tag of the same repository, added later, comes first.
+        references.sort_by_key(|r| (!r.contains('@'), r.clone()));
+        for reference in references {
+            if let Err(e) = self.add_oci_box(&reference) {
+                self.ui.warn(&format!("skipping {reference}: {e}"));
+            }
+        }
+    }
+
     pub fn ready(&mut self, box_ref: &str, arch: &str, tell_newer: bool) -> Result<Ready> {
         let box_ref = &self.add_oci_box(box_ref)?;
         let name = catalog::parse_box_ref(box_ref).0;

@@ -155,6 +155,14 @@ fn pushed_box_pulls_boots_by_tag_and_digest_and_is_then_offline() {
     );
     let gets = blob_gets(&registry);
     assert!(gets.len() >= 3, "kernel, initrd and disk fetched: {gets:?}");
+    // box list shows it, cached, under the registry and repository's name.
+    let listed = stdout(&setup.manage(&["list"]));
+    let name = format!("{}_boxes_tiny", registry.addr.replace(':', "_"));
+    let row = listed
+        .lines()
+        .find(|l| l.starts_with(&name) && l.contains(std::env::consts::ARCH))
+        .unwrap_or_else(|| panic!("{name} not listed:\n{listed}"));
+    assert_eq!(row.matches(&tiny_version()).count(), 2, "not cached: {row}");
 
     // Cached: no request at all by tag (within the update interval); by digest, the
     // first use reads the manifests once and no blob (the same cache entry), then nothing.
