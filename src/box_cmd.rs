@@ -40,6 +40,7 @@ pub fn run(command: &BoxCommand, ui: Ui) -> Result<u8> {
         BoxCommand::List | BoxCommand::Update { .. } | BoxCommand::Outdated
     ) {
         library.add_kept_oci_boxes();
+        library.add_catalog_oci_boxes();
     }
     match command {
         BoxCommand::List => list(&library),
@@ -158,6 +159,7 @@ pub fn list(library: &Library) -> Result<u8> {
 
 fn fetch(library: &mut Library, box_ref: &str, arch: Option<&str>) -> Result<u8> {
     let box_ref = library.add_oci_box(box_ref)?;
+    library.add_catalog_oci_box(&box_ref)?;
     let found = library.find(&box_ref, arch.unwrap_or(host_arch()))?;
     let version = found.newest();
     let ready = store::provide(&library.store, &found, version, &library.fetcher())?;

@@ -2,7 +2,7 @@
 //! box name into files on disk.
 
 use crate::catalog::{self, Catalog, Found, LoadPolicy, Refresh};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::fetch::{self, http::Http, Fetcher};
 use crate::signals::SignalWatch;
 use crate::store::{self, Ready, Store};
@@ -101,6 +101,88 @@ impl Library {
 
     /// The box for a build: pinned, else the newest at hand (saying so when the catalog
     /// has a newer one and `tell_newer`), fetched if needed, held until dropped.
+    fn resolver<'a>(&'a self, interval_secs: u64) -> crate::oci::resolve::Resolver<'a> {
+        crate::oci::resolve::Resolver {
+            registry: &self.registry,
+            cache_dir: self.store.catalogs_dir(),
+            refresh: self.refresh,
+            interval_secs,
+            rules: &self.rules,
+            ui: self.ui,
+        }
+    }
+
+    /// A catalog box whose versions are the tags of an OCI repository (`oci = ...`): the
+    /// pinned tag, else the newest, resolved into a catalog of its own under the box's name,
+    /// each version named after its tag.
+    pub fn add_catalog_oci_box(&mut self, box_ref: &str) -> Result<()> {
+        let (name, pinned) = catalog::parse_box_ref(box_ref);
+        let Some(repository) = catalog::catalog_for(&self.catalogs, name)
+            .and_then(|c| c.file.boxes.get(name))
+            .and_then(|e| e.oci.clone())
+        else {
+            return Ok(());
+        };
+        let repository = crate::oci::BoxReference::parse(&repository)?;
+        let interval = catalog::update_check_interval(&self.catalogs)?.as_secs();
+        let resolver = self.resolver(interval);
+        let tags = resolver.version_tags(&repository)?;
+        let tag = match pinned {
+            Some(tag) => tag.to_string(),
+            None => tags.first().cloned().ok_or_else(|| {
+                Error::setup(format!(
+                    "box '{name}': {} has no version tags (tags starting with a digit); push one with 'boxbuild box push'",
+                    repository.repository_text()
+                ))
+            })?,
+        };
+        if pinned.is_some() && !tags.contains(&tag) {
+            return Err(Error::setup(format!(
+                "box '{name}' has no version {tag} ({} has: {})",
+                repository.repository_text(),
+                if tags.is_empty() {
+                    "none".to_string()
+                } else {
+                    tags.join(", ")
+                }
+            )));
+        }
+        // The cached versions too (their resolutions are kept: no request), so a build
+        // uses the newest at hand and says when a newer one exists, as with any catalog.
+        let mut wanted = vec![tag];
+        if pinned.is_none() {
+            for cached in self.store.all_cached() {
+                if cached.key.name == name
+                    && tags.contains(&cached.key.version)
+                    && !wanted.contains(&cached.key.version)
+                {
+                    wanted.push(cached.key.version.clone());
+                }
+            }
+        }
+        let mut combined: Option<catalog::Catalog> = None;
+        for tag in wanted {
+            let (mut found, synthesized) = resolver.catalog(&repository.at_tag(&tag))?;
+            let Some(mut entry) = found.file.boxes.remove(&synthesized) else {
+                continue;
+            };
+            for version in &mut entry.versions {
+                version.version = tag.clone();
+            }
+            match combined.as_mut().and_then(|c| c.file.boxes.get_mut(name)) {
+                Some(all) => all.versions.extend(entry.versions),
+                None => {
+                    found.file.boxes.insert(name.to_string(), entry);
+                    combined = Some(found);
+                }
+            }
+        }
+        if let Some(found) = combined {
+            self.catalogs.insert(0, found);
+        }
+        Ok(())
+    }
+
     /// Resolves an `oci://` reference into a catalog of its own (kept first, so its name
     /// is found) and returns the box name to use; other references are returned as they are.
     pub fn add_oci_box(&mut self, box_ref: &str) -> Result<String> {
@@ -108,15 +190,8 @@ impl Library {
             return Ok(box_ref.to_string());
         }
         let reference = crate::oci::BoxReference::parse(box_ref)?;
-        let resolver = crate::oci::resolve::Resolver {
-            registry: &self.registry,
-            cache_dir: self.store.catalogs_dir(),
-            refresh: self.refresh,
-            interval_secs: catalog::update_check_interval(&self.catalogs)?.as_secs(),
-            rules: &self.rules,
-            ui: self.ui,
-        };
-        let (found, name) = resolver.catalog(&reference)?;
+        let interval = catalog::update_check_interval(&self.catalogs)?.as_secs();
+        let (found, name) = self.resolver(interval).catalog(&reference)?;
         for warning in self.registry.warnings() {
             self.ui.warn(warning);
         }
@@ -146,8 +221,23 @@ impl Library {
         }
     }
 
+    /// Resolves every catalog box kept in an OCI repository (for `box list`, `update`,
+    /// `outdated`); one that fails is a warning.
+    pub fn add_catalog_oci_boxes(&mut self) {
+        let names: Vec<String> = catalog::known_boxes(&self.catalogs)
+            .into_iter()
+            .map(String::from)
+            .collect();
+        for name in names {
+            if let Err(e) = self.add_catalog_oci_box(&name) {
+                self.ui.warn(&format!("skipping box {name}: {e}"));
+            }
+        }
+    }
+
     pub fn ready(&mut self, box_ref: &str, arch: &str, tell_newer: bool) -> Result<Ready> {
         let box_ref = &self.add_oci_box(box_ref)?;
+        self.add_catalog_oci_box(box_ref)?;
         let name = catalog::parse_box_ref(box_ref).0;
         self.add_plugin_box(name, arch)?;
         if catalog::catalog_for(&self.catalogs, name).is_none() {

@@ -759,3 +759,68 @@ fn rand_suffix() -> u128 {
         .unwrap()
         .as_nanos()
 }
+
+#[test]
+fn a_catalog_box_kept_in_a_registry_has_its_tags_as_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Registry::start(dir.path(), None);
+    let setup = Setup::new(&[&registry.addr]);
+    for tag in ["1.0", "1.2", "latest"] {
+        push(
+            &setup,
+            &format!("oci://{}/boxes/tiny:{tag}", registry.addr),
+            &[],
+        );
+    }
+    let mut catalog = fs::read_to_string(&setup.catalog).unwrap();
+    catalog.push_str(&format!(
+        "\n[boxes.regtiny]\noci = \"oci://{}/boxes/tiny\"\n",
+        registry.addr
+    ));
+    fs::write(&setup.catalog, catalog).unwrap();
+
+    // Pinned: that tag; unpinned: the newest version tag ("latest" is not a version).
+    ok(&setup.manage(&["fetch", "regtiny@1.0"]));
+    let out = setup.manage(&["fetch", "regtiny"]);
+    ok(&out);
+    assert!(stderr(&out).contains("regtiny 1.2"), "{}", stderr(&out));
+    let listed = stdout(&setup.manage(&["list"]));
+    let row = listed
+        .lines()
+        .find(|l| l.starts_with("regtiny") && l.contains(std::env::consts::ARCH))
+        .unwrap_or_else(|| panic!("regtiny not listed:\n{listed}"));
+    assert!(
+        row.contains("1.2") && row.contains("1.0, 1.2") || row.contains("1.2, 1.0"),
+        "{row}"
+    );
+
+    let out = setup.manage(&["fetch", "regtiny@9"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        stderr(&out).contains("no version 9") && stderr(&out).contains("1.2, 1.0"),
+        "{}",
+        stderr(&out)
+    );
+
+    setup.env.script("echo tagged > made\n");
+    ok(&setup.build("regtiny"));
+    assert_eq!(
+        fs::read_to_string(setup.env.out.join("made")).unwrap(),
+        "tagged\n"
+    );
+
+    // The registry gone: the tags listed before still serve, with a warning.
+    drop(registry);
+    let out = setup
+        .command()
+        .env("BOXBUILD_UPDATE_CHECK_INTERVAL", "0")
+        .args(["box", "fetch", "regtiny"])
+        .output()
+        .unwrap();
+    ok(&out);
+    assert!(
+        stderr(&out).contains("cannot be reached"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -46,6 +46,9 @@ pub struct BoxEntry {
     pub scratch: Option<String>,
     /// Whether the box gets QEMU's user-mode network (default: true).
     pub network: Option<bool>,
+    /// An OCI repository (`oci://REGISTRY/REPOSITORY`) whose tags are the box's versions,
+    /// instead of `versions` (docs/oci-boxes.md).
+    pub oci: Option<String>,
     #[serde(default)]
     pub versions: Vec<VersionEntry>,
 }
@@ -224,6 +227,14 @@ impl Catalog {
                 return bad(format!(
                     "box name '{name}' may hold only letters, digits and . _ + - (not first)"
                 ));
+            }
+            if let Some(repository) = &entry.oci {
+                if !entry.versions.is_empty() {
+                    return bad(format!(
+                        "box '{name}': give either oci (its tags are the versions) or versions, not both"
+                    ));
+                }
+                crate::oci::BoxReference::parse(repository)?;
             }
             for v in &entry.versions {
                 let settings = entry.settings(v);

@@ -280,6 +280,21 @@ impl Registry {
         })
     }
 
+    /// The repository's tags (the distribution API's tag list).
+    pub fn tags(&self, reference: &Reference) -> Result<Vec<String>, RegistryError> {
+        let inner = self.inner()?;
+        inner.runtime.block_on(async {
+            Self::login(&inner, reference, RegistryOperation::Pull).await?;
+            let auth = Self::auth(&inner, reference);
+            inner
+                .client
+                .list_tags(reference, &auth, None, None)
+                .await
+                .map(|t| t.tags)
+                .map_err(RegistryError::from_oci)
+        })
+    }
+
     /// Whether the repository already has blob `digest` (a HEAD request).
     pub fn has_blob(&self, reference: &Reference, digest: &str) -> Result<bool, RegistryError> {
         let inner = self.inner()?;

@@ -119,6 +119,68 @@ impl Resolver<'_> {
         Ok((catalog, name))
     }
 
+    /// The tags of `repository` that look like versions (they start with a digit), newest
+    /// first; listed once per update interval and kept, like a remote catalog.
+    pub fn version_tags(&self, repository: &BoxReference) -> Result<Vec<String>> {
+        #[derive(Serialize, Deserialize)]
+        struct Kept {
+            repository: String,
+            listed_at: u64,
+            tags: Vec<String>,
+        }
+        let path = self
+            .cache_dir
+            .join("oci")
+            .join(format!("{}.tags", repository.box_name()));
+        let kept: Option<Kept> = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .filter(|k: &Kept| k.repository == repository.repository_text());
+        let due = match (&kept, self.refresh) {
+            (None, _) | (Some(_), Refresh::Now) => true,
+            (Some(_), Refresh::Never) => false,
+            (Some(k), Refresh::WhenDue) => {
+                now_secs().saturating_sub(k.listed_at) >= self.interval_secs
+            }
+        };
+        let mut tags = match (due, kept) {
+            (false, Some(k)) => k.tags,
+            (_, kept) => match self.registry.tags(&repository.inner) {
+                Ok(tags) => {
+                    let fresh = Kept {
+                        repository: repository.repository_text(),
+                        listed_at: now_secs(),
+                        tags,
+                    };
+                    if let Some(dir) = path.parent() {
+                        let _ = std::fs::create_dir_all(dir);
+                    }
+                    // Cannot fail: derived Serialize of strings and numbers.
+                    let bytes = serde_json::to_vec(&fresh).expect("serialisable");
+                    let _ = crate::store::write_atomically(&path, &bytes);
+                    fresh.tags
+                }
+                Err(RegistryError::Transient(m))
+                    if kept.is_some() && self.refresh != Refresh::Now =>
+                {
+                    self.ui.warn(&format!(
+                        "{}: the registry cannot be reached ({m}); using the tags it listed before",
+                        repository.repository_text()
+                    ));
+                    kept.map(|k| k.tags).unwrap_or_default()
+                }
+                Err(e) => {
+                    return Err(
+                        e.explain(&repository.repository_text(), repository.inner.registry())
+                    )
+                }
+            },
+        };
+        tags.retain(|t| t.starts_with(|c: char| c.is_ascii_digit()));
+        tags.sort_by(|a, b| crate::catalog::compare_versions(b, a));
+        Ok(tags)
+    }
+
     fn keep(&self, path: &Path, resolution: &Resolution) {
         // Cannot fail: derived Serialize of strings and maps.
         let bytes = serde_json::to_vec_pretty(resolution).expect("serialisable");
@@ -354,6 +416,7 @@ pub fn to_catalog(
         protocol: None,
         scratch: None,
         network: None,
+        oci: None,
         versions,
     };
     let file = CatalogFile {
