@@ -186,6 +186,13 @@ impl Library {
     /// Resolves an `oci://` reference into a catalog of its own (kept first, so its name
     /// is found) and returns the box name to use; other references are returned as they are.
     pub fn add_oci_box(&mut self, box_ref: &str) -> Result<String> {
+        if crate::oci::layout::is_layout(box_ref) {
+            let layout = crate::oci::layout::Layout::parse(box_ref)?;
+            let interval = catalog::update_check_interval(&self.catalogs)?.as_secs();
+            let (found, name) = self.resolver(interval).layout_catalog(&layout)?;
+            self.catalogs.insert(0, found);
+            return Ok(name);
+        }
         if !crate::oci::is_oci(box_ref) {
             return Ok(box_ref.to_string());
         }

@@ -1,7 +1,7 @@
 //! Boxes through a real OCI registry (Debian's docker-registry on 127.0.0.1): push of the
 //! tiny box for two architectures, pull into an empty cache and boot by tag and by digest,
 //! no request at all once cached, resumed and corrupted blobs, skopeo and ORAS reading
-//! what boxbuild pushed, basic auth, cosign-style signatures and OpenPGP-signed catalogs,
+//! what boxbuild pushed (and boxbuild booting skopeo's copies, an OCI layout among them), basic auth, cosign-style signatures and OpenPGP-signed catalogs,
 //! and two builds sharing one download.
 
 mod common;
@@ -321,6 +321,16 @@ fn skopeo_and_oras_read_what_boxbuild_pushed() {
     assert_eq!(
         fs::read_to_string(setup.env.out.join("made")).unwrap(),
         "mirrored\n"
+    );
+
+    // So does the OCI layout directory, named as skopeo names it.
+    fs::remove_dir_all(&setup.env.out).unwrap();
+    setup.env.script("echo from-layout > made\n");
+    let out = setup.build(&format!("oci:{}:1", layout.display()));
+    ok(&out);
+    assert_eq!(
+        fs::read_to_string(setup.env.out.join("made")).unwrap(),
+        "from-layout\n"
     );
 
     // ORAS (Python's oras package) pulls the files by title; they hash as the catalog says.

@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod format;
+pub mod layout;
 pub mod push;
 pub mod reference;
 pub mod registries;

@@ -39,6 +39,68 @@ pub struct SignatureLayer {
     pub signature: String,
 }
 
+/// Where a box's documents and blobs are read from: a registry, or an OCI image layout
+/// directory (`layout.rs`).
+pub trait Source {
+    /// The reference as the user wrote it (messages, trust rules, the kept resolution).
+    fn text(&self) -> &str;
+    /// What the reference names (an index or a manifest) and its `sha256:` digest.
+    fn top(&self) -> std::result::Result<(Vec<u8>, String), RegistryError>;
+    /// The manifest stored under `digest`, checked against it.
+    fn manifest(&self, digest: &str) -> std::result::Result<Vec<u8>, RegistryError>;
+    /// The manifest a tag names, if the tag exists (signatures live under tags).
+    fn tagged(&self, tag: &str) -> std::result::Result<Option<Vec<u8>>, RegistryError>;
+    /// A small blob (config, signature payload), checked against `digest`.
+    fn blob(&self, digest: &str) -> std::result::Result<Vec<u8>, RegistryError>;
+    /// Where the fetcher reads blob `digest` from (`oci://` or `file://`).
+    fn blob_url(&self, digest: &str) -> String;
+}
+
+/// A box in a registry.
+pub struct RegistrySource<'a> {
+    pub registry: &'a Registry,
+    pub reference: &'a BoxReference,
+}
+
+impl Source for RegistrySource<'_> {
+    fn text(&self) -> &str {
+        &self.reference.text
+    }
+
+    fn top(&self) -> std::result::Result<(Vec<u8>, String), RegistryError> {
+        self.registry.manifest(&self.reference.inner)
+    }
+
+    fn manifest(&self, digest: &str) -> std::result::Result<Vec<u8>, RegistryError> {
+        let (bytes, got) = self
+            .registry
+            .manifest(&self.reference.at_digest(digest).inner)?;
+        if got != digest {
+            return Err(RegistryError::Refused(
+                200,
+                format!("manifest {digest}: the registry sent other content"),
+            ));
+        }
+        Ok(bytes)
+    }
+
+    fn tagged(&self, tag: &str) -> std::result::Result<Option<Vec<u8>>, RegistryError> {
+        match self.registry.manifest(&self.reference.at_tag(tag).inner) {
+            Ok((bytes, _)) => Ok(Some(bytes)),
+            Err(RegistryError::NotFound) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn blob(&self, digest: &str) -> std::result::Result<Vec<u8>, RegistryError> {
+        self.registry.small_blob(&self.reference.inner, digest)
+    }
+
+    fn blob_url(&self, digest: &str) -> String {
+        format!("{}@{digest}", self.reference.repository_text())
+    }
+}
+
 /// What resolving needs from its caller.
 pub struct Resolver<'a> {
     pub registry: &'a Registry,
@@ -73,6 +135,10 @@ impl Resolver<'_> {
             .and_then(|b| serde_json::from_slice(&b).ok())
             .filter(|r: &Resolution| r.reference == reference.text);
         let rule = crate::trust::rule_for(self.rules, &reference.text);
+        let source = RegistrySource {
+            registry: self.registry,
+            reference,
+        };
         let due = match (&cached, reference.digest(), self.refresh) {
             (None, _, _) => true,
             (Some(_), Some(_), _) => false,
@@ -84,7 +150,7 @@ impl Resolver<'_> {
         };
         let mut resolution = match (due, cached) {
             (false, Some(c)) => c,
-            (_, cached) => match self.resolve(reference, cached.as_ref()) {
+            (_, cached) => match self.resolve(&source, cached.as_ref()) {
                 Ok(fresh) => {
                     self.keep(&path, &fresh);
                     fresh
@@ -106,16 +172,30 @@ impl Resolver<'_> {
         };
         if rule.is_some() && resolution.signatures.is_none() {
             resolution.signatures = Some(
-                self.signatures(reference, &resolution.digest)
+                signatures(&source, &resolution.digest)
                     .map_err(|e| e.explain(&reference.text, reference.inner.registry()))?,
             );
             self.keep(&path, &resolution);
         }
         if let Some(rule) = rule {
-            check_signatures(reference, &resolution, rule)?;
+            check_signatures(&reference.text, &resolution, rule)?;
         }
         let name = reference.box_name();
-        let catalog = to_catalog(reference, &resolution, &name)?;
+        let catalog = to_catalog(&source, &resolution, &name)?;
+        Ok((catalog, name))
+    }
+
+    /// The catalog for a box in an OCI image layout directory: read afresh every time (it is
+    /// local), checked against the trust rules like a registry box.
+    pub fn layout_catalog(&self, layout: &super::layout::Layout) -> Result<(Catalog, String)> {
+        let explain = |e: RegistryError| e.explain(&layout.text, "an OCI layout");
+        let mut resolution = self.resolve(layout, None).map_err(explain)?;
+        if let Some(rule) = crate::trust::rule_for(self.rules, &layout.text) {
+            resolution.signatures = Some(signatures(layout, &resolution.digest).map_err(explain)?);
+            check_signatures(&layout.text, &resolution, rule)?;
+        }
+        let name = layout.box_name();
+        let catalog = to_catalog(layout, &resolution, &name)?;
         Ok((catalog, name))
     }
 
@@ -196,10 +276,10 @@ impl Resolver<'_> {
 
     fn resolve(
         &self,
-        reference: &BoxReference,
+        source: &dyn Source,
         cached: Option<&Resolution>,
     ) -> std::result::Result<Resolution, RegistryError> {
-        let (bytes, digest) = self.registry.manifest(&reference.inner)?;
+        let (bytes, digest) = source.top()?;
         if let Some(c) = cached.filter(|c| c.digest == digest) {
             // The tag still names the same box: nothing else to read.
             return Ok(Resolution {
@@ -217,16 +297,7 @@ impl Resolver<'_> {
             let text = if manifest_digest == digest {
                 index_text.clone()
             } else {
-                let (bytes, got) = self
-                    .registry
-                    .manifest(&reference.at_digest(&manifest_digest).inner)?;
-                if got != manifest_digest {
-                    return Err(RegistryError::Refused(
-                        200,
-                        format!("manifest {manifest_digest}: the registry sent other content"),
-                    ));
-                }
-                String::from_utf8(bytes).map_err(|_| {
+                String::from_utf8(source.manifest(&manifest_digest)?).map_err(|_| {
                     RegistryError::Refused(200, "a manifest is not UTF-8 JSON".into())
                 })?
             };
@@ -243,16 +314,14 @@ impl Resolver<'_> {
                     ),
                 ));
             }
-            let config = self
-                .registry
-                .small_blob(&reference.inner, &manifest.config.digest)?;
+            let config = source.blob(&manifest.config.digest)?;
             let config = String::from_utf8(config)
                 .map_err(|_| RegistryError::Refused(200, "a box config is not UTF-8".into()))?;
             configs.insert(manifest.config.digest.clone(), config);
             manifests.insert(manifest_digest, text);
         }
         Ok(Resolution {
-            reference: reference.text.clone(),
+            reference: source.text().to_string(),
             resolved_at: now_secs(),
             digest,
             index: index_text,
@@ -261,42 +330,38 @@ impl Resolver<'_> {
             signatures: None,
         })
     }
+}
 
-    /// The cosign signature layers stored for `digest`; none when there is no signature tag.
-    fn signatures(
-        &self,
-        reference: &BoxReference,
-        digest: &str,
-    ) -> std::result::Result<Vec<SignatureLayer>, RegistryError> {
-        let tag = reference.at_tag(&signature::signature_tag(digest));
-        let (bytes, _) = match self.registry.manifest(&tag.inner) {
-            Ok(found) => found,
-            Err(RegistryError::NotFound) => return Ok(Vec::new()),
-            Err(e) => return Err(e),
+/// The cosign signature layers stored for `digest`; none when there is no signature tag.
+fn signatures(
+    source: &dyn Source,
+    digest: &str,
+) -> std::result::Result<Vec<SignatureLayer>, RegistryError> {
+    let Some(bytes) = source.tagged(&signature::signature_tag(digest))? else {
+        return Ok(Vec::new());
+    };
+    let manifest: OciImageManifest = serde_json::from_slice(&bytes)
+        .map_err(|e| RegistryError::Refused(200, format!("signature manifest: {e}")))?;
+    let mut found = Vec::new();
+    for layer in manifest
+        .layers
+        .iter()
+        .filter(|l| l.media_type == signature::PAYLOAD_MEDIA_TYPE)
+    {
+        let Some(sig) = layer
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(signature::SIGNATURE_ANNOTATION))
+        else {
+            continue;
         };
-        let manifest: OciImageManifest = serde_json::from_slice(&bytes)
-            .map_err(|e| RegistryError::Refused(200, format!("signature manifest: {e}")))?;
-        let mut found = Vec::new();
-        for layer in manifest
-            .layers
-            .iter()
-            .filter(|l| l.media_type == signature::PAYLOAD_MEDIA_TYPE)
-        {
-            let Some(sig) = layer
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(signature::SIGNATURE_ANNOTATION))
-            else {
-                continue;
-            };
-            let payload = self.registry.small_blob(&reference.inner, &layer.digest)?;
-            found.push(SignatureLayer {
-                payload: String::from_utf8_lossy(&payload).into_owned(),
-                signature: sig.clone(),
-            });
-        }
-        Ok(found)
+        let payload = source.blob(&layer.digest)?;
+        found.push(SignatureLayer {
+            payload: String::from_utf8_lossy(&payload).into_owned(),
+            signature: sig.clone(),
+        });
     }
+    Ok(found)
 }
 
 /// The manifests an index lists for boxes, or the document itself when it is a single
@@ -323,21 +388,21 @@ fn manifest_digests(text: &str, digest: &str) -> std::result::Result<Vec<String>
         .collect())
 }
 
-fn check_signatures(reference: &BoxReference, resolution: &Resolution, rule: &Rule) -> Result<()> {
+fn check_signatures(text: &str, resolution: &Resolution, rule: &Rule) -> Result<()> {
     let keys_shown: Vec<String> = rule.keys.iter().map(|k| k.display().to_string()).collect();
     let keys_shown = keys_shown.join(", ");
     if rule.keys.is_empty() {
         return Err(Error::setup(format!(
             "{}: {} binds it to an OpenPGP keyring only, which signs catalogs; add a P-256 public key ('keys') to verify registry boxes",
-            reference.text,
+            text,
             rule.origin.display()
         )));
     }
     let signatures = resolution.signatures.as_deref().unwrap_or_default();
     if signatures.is_empty() {
         return Err(Error::setup(format!(
-            "{}: refused: unsigned (no signature for {} in the registry), but {} requires one by {keys_shown}; sign it with 'boxbuild box sign' or use a signed reference",
-            reference.text,
+            "{}: refused: unsigned (no signature for {} beside it), but {} requires one by {keys_shown}; sign it with 'boxbuild box sign' or use a signed reference",
+            text,
             resolution.digest,
             rule.origin.display()
         )));
@@ -367,19 +432,15 @@ fn check_signatures(reference: &BoxReference, resolution: &Resolution, rule: &Ru
     why.dedup();
     Err(Error::setup(format!(
         "{}: refused: no valid signature by {keys_shown} for {} (found {}); the box was re-signed by another key or changed after signing",
-        reference.text,
+        text,
         resolution.digest,
         why.join("; ")
     )))
 }
 
 /// The box described by a resolution, as a catalog with one box named `name`.
-pub fn to_catalog(
-    reference: &BoxReference,
-    resolution: &Resolution,
-    name: &str,
-) -> Result<Catalog> {
-    let bad = |what: String| Error::setup(format!("{}: {what}", reference.text));
+pub fn to_catalog(source: &dyn Source, resolution: &Resolution, name: &str) -> Result<Catalog> {
+    let bad = |what: String| Error::setup(format!("{}: {what}", source.text()));
     let mut versions = Vec::new();
     let mut description = String::new();
     for (digest, text) in &resolution.manifests {
@@ -396,10 +457,8 @@ pub fn to_catalog(
             .ok_or_else(|| bad(format!("manifest {digest}: its config was not read")))?;
         let config: BoxConfig = serde_json::from_str(config_text)
             .map_err(|e| bad(format!("manifest {digest}: bad box config: {e}")))?;
-        let repository = reference.repository_text();
-        let version =
-            format::version_entry(&config, &manifest, |blob| format!("{repository}@{blob}"))
-                .map_err(|m| bad(format!("manifest {digest}: {m}")))?;
+        let version = format::version_entry(&config, &manifest, |blob| source.blob_url(blob))
+            .map_err(|m| bad(format!("manifest {digest}: {m}")))?;
         if description.is_empty() {
             description = config.description.clone();
         }
@@ -424,5 +483,5 @@ pub fn to_catalog(
         remote_catalogs: Vec::new(),
         update_check_interval: None,
     };
-    Catalog::from_file(file, &reference.text, Base::Builtin)
+    Catalog::from_file(file, source.text(), Base::Builtin)
 }
