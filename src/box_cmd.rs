@@ -50,7 +50,8 @@ pub fn run(command: &BoxCommand, ui: Ui) -> Result<u8> {
             target,
             arch,
             sign_key,
-        } => push(&library, box_ref, target, arch, sign_key.as_deref()),
+            zstd,
+        } => push(&library, box_ref, target, arch, sign_key.as_deref(), *zstd),
         BoxCommand::Sign { reference, key } => {
             let reference = crate::oci::BoxReference::parse(reference)?;
             let digest = crate::oci::push::sign(&library.registry, &reference, key)?;
@@ -184,6 +185,7 @@ fn push(
     target: &str,
     archs: &[String],
     sign_key: Option<&std::path::Path>,
+    zstd: bool,
 ) -> Result<u8> {
     let target = crate::oci::BoxReference::parse(target)?;
     let (name, Some(version)) = catalog::parse_box_ref(box_ref) else {
@@ -224,7 +226,12 @@ fn push(
             }
         )));
     }
-    let digest = crate::oci::push::push(&library.registry, library.ui, &target, &boxes, sign_key)?;
+    let options = crate::oci::push::Options {
+        sign_key,
+        zstd_disk: zstd,
+        scratch: library.store.root().join("tmp"),
+    };
+    let digest = crate::oci::push::push(&library.registry, library.ui, &target, &boxes, &options)?;
     say!(
         "pushed {name}@{version} ({}) to {} as {digest}{}",
         boxes

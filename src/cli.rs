@@ -100,6 +100,9 @@ pub enum BoxCommand {
         /// Sign the pushed index with this P-256 private key (PKCS#8 PEM), as cosign does.
         #[arg(long, value_name = "KEY")]
         sign_key: Option<PathBuf>,
+        /// Store the disk zstd-compressed (smaller transfers; decompressed once at pull).
+        #[arg(long)]
+        zstd: bool,
     },
     /// Sign what an OCI reference names now, as cosign does (signature stored beside it).
     Sign {

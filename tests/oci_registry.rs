@@ -834,3 +834,77 @@ fn a_catalog_box_kept_in_a_registry_has_its_tags_as_versions() {
         stderr(&out)
     );
 }
+
+#[test]
+fn a_disk_pushed_zstd_compressed_arrives_as_the_original() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Registry::start(dir.path(), None);
+    let setup = Setup::new(&[&registry.addr]);
+    let reference = format!("oci://{}/boxes/small:1", registry.addr);
+    push(&setup, &reference, &["--zstd"]);
+    let manifest = host_manifest(&registry, "boxes/small", "1");
+    let disk = manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["annotations"]["org.opencontainers.image.title"] == "disk")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        disk["mediaType"],
+        "application/vnd.boxbuild.box.disk.v1+zstd"
+    );
+    let original = fs::read(tiny_box_dir().join("disk.qcow2")).unwrap();
+    assert!((disk["size"].as_u64().unwrap() as usize) < original.len());
+
+    ok(&setup.manage(&["fetch", &reference]));
+    let cached = fs::read_dir(setup.env.cache_dir().join("boxes"))
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .path()
+        .join(std::env::consts::ARCH);
+    let version = fs::read_dir(&cached)
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .path();
+    assert_eq!(
+        sha2_digest(&fs::read(version.join("disk")).unwrap()),
+        sha2_digest(&original),
+        "the cached disk is not the original"
+    );
+    ok(&setup.manage(&["verify"]));
+}
+
+fn host_manifest(registry: &Registry, repository: &str, tag: &str) -> serde_json::Value {
+    let get = |reference: &str, accept: &str| -> serde_json::Value {
+        let out = Command::new("curl")
+            .args(["-sf", "-H", &format!("Accept: {accept}")])
+            .arg(format!(
+                "http://{}/v2/{repository}/manifests/{reference}",
+                registry.addr
+            ))
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let index = get(tag, "application/vnd.oci.image.index.v1+json");
+    let arch = if std::env::consts::ARCH == "aarch64" {
+        "arm64"
+    } else {
+        "amd64"
+    };
+    let digest = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["platform"]["architecture"] == arch)
+        .unwrap()["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    get(&digest, "application/vnd.oci.image.manifest.v1+json")
+}

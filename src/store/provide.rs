@@ -99,7 +99,14 @@ fn at_hand(
                     return Ok(None);
                 };
                 match entry.manifest.file(role) {
-                    Some(m) if matches_catalog(m, file.sha256.as_deref(), file.size) => {
+                    // A compressed file's catalog size is the download's, not the file's.
+                    Some(m)
+                        if matches_catalog(
+                            m,
+                            file.sha256.as_deref(),
+                            file.size.filter(|_| file.compression.is_none()),
+                        ) =>
+                    {
                         let path = entry.dir.join(&m.file);
                         if fs::metadata(&path).map(|meta| meta.len()).ok() != Some(m.size) {
                             return Ok(None);
