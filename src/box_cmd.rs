@@ -51,7 +51,14 @@ pub fn run(command: &BoxCommand, ui: Ui) -> Result<u8> {
             arch,
             sign_key,
             zstd,
-        } => push(&library, box_ref, target, arch, sign_key.as_deref(), *zstd),
+        } => push(
+            &mut library,
+            box_ref,
+            target,
+            arch,
+            sign_key.as_deref(),
+            *zstd,
+        ),
         BoxCommand::Sign { reference, key } => {
             let reference = crate::oci::BoxReference::parse(reference)?;
             let digest = crate::oci::push::sign(&library.registry, &reference, key)?;
@@ -180,7 +187,7 @@ fn fetch(library: &mut Library, box_ref: &str, arch: Option<&str>) -> Result<u8>
 
 /// `box push`: every architecture of NAME@VERSION (fetched if needed) as one index.
 fn push(
-    library: &Library,
+    library: &mut Library,
     box_ref: &str,
     target: &str,
     archs: &[String],
@@ -188,9 +195,28 @@ fn push(
     zstd: bool,
 ) -> Result<u8> {
     let target = crate::oci::BoxReference::parse(target)?;
+    // A registry or layout box is copied as it is: its own version, its files mounted
+    // from its repository where the registry is the same.
+    let box_ref = if crate::oci::is_oci(box_ref) || crate::oci::layout::is_layout(box_ref) {
+        let name = library.add_oci_box(box_ref)?;
+        let version = catalog::catalog_for(&library.catalogs, &name)
+            .and_then(|c| c.file.boxes.get(&name))
+            .and_then(|e| e.versions.first())
+            .map(|v| v.version.clone())
+            .unwrap_or_default();
+        format!("{name}@{version}")
+    } else {
+        if catalog::catalog_for(&library.catalogs, catalog::parse_box_ref(box_ref).0).is_none() {
+            // A registry box by its cache name.
+            library.add_kept_oci_boxes();
+        }
+        box_ref.to_string()
+    };
+    let box_ref = box_ref.as_str();
+    let library = &*library;
     let (name, Some(version)) = catalog::parse_box_ref(box_ref) else {
         return Err(Error::setup(format!(
-            "'{box_ref}': push needs NAME@VERSION, e.g. tiny@1.0 (see 'boxbuild box list')"
+            "'{box_ref}': push needs NAME@VERSION, e.g. tiny@1.0 (see 'boxbuild box list'), or an oci:// reference"
         )));
     };
     let entry = catalog::catalog_for(&library.catalogs, name)

@@ -88,9 +88,10 @@ pub enum BoxCommand {
         names: Vec<String>,
     },
     /// Push a box version (every architecture the catalog has) to an OCI registry as one
-    /// image index, e.g. 'box push debian@12.1.0 oci://registry.example.org/boxes/debian:12.1.0'.
+    /// image index, e.g. 'box push debian@12.1.0 oci://registry.example.org/boxes/debian:12.1.0';
+    /// the source may also be a registry box (oci://...) or an OCI layout (oci:DIR:TAG).
     Push {
-        #[arg(value_name = "NAME@VERSION")]
+        #[arg(value_name = "NAME@VERSION|oci://...")]
         box_ref: String,
         #[arg(value_name = "oci://REGISTRY/REPOSITORY:TAG")]
         target: String,

@@ -146,6 +146,19 @@ fn pushed_box_pulls_boots_by_tag_and_digest_and_is_then_offline() {
         .collect();
     assert!(uploads.is_empty(), "second push uploaded: {uploads:?}");
 
+    // A registry box copied to another repository of the same registry: its files are
+    // mounted across repositories, not uploaded again.
+    let before = registry.requests().len();
+    let copy = format!("oci://{}/copies/tiny:1", registry.addr);
+    ok(&setup.manage(&["push", &reference, &copy]));
+    let new = registry.requests()[before..].to_vec();
+    let mounts = new.iter().filter(|l| l.contains("mount=")).count();
+    let patches = new.iter().filter(|l| l.starts_with("PATCH")).count();
+    assert!(
+        mounts >= 6 && patches <= 2,
+        "mounts {mounts}, uploads {patches}: {new:?}"
+    );
+
     setup.env.script("echo from-registry > made\n");
     let out = setup.build(&reference);
     ok(&out);
