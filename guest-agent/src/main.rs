@@ -35,14 +35,31 @@ fn agent_version() -> &'static str {
 
 fn main() {
     let mut marks = Marks::start();
-    let no_poweroff = std::env::args().any(|a| a == "--no-poweroff");
+    let args: Vec<String> = std::env::args().collect();
+    let no_poweroff = args.iter().any(|a| a == "--no-poweroff");
+    // In a container (`--socket PATH`) the engine provides /dev, /proc, the network and
+    // the shares; the agent only talks, runs the builder and exits.
+    if let Some(socket) = args
+        .iter()
+        .position(|a| a == "--socket")
+        .and_then(|i| args.get(i + 1))
+    {
+        let code = match serve(Endpoint::Socket(PathBuf::from(socket)), false, &[], marks) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("boxbuild-agent: {}", e);
+                1
+            }
+        };
+        std::process::exit(code);
+    }
     let pid1 = sys::is_pid1();
     let failed_setup = if pid1 {
         userland::provide(&mut marks)
     } else {
         Vec::new()
     };
-    if let Err(e) = serve(pid1, &failed_setup, marks) {
+    if let Err(e) = serve(Endpoint::Port, pid1, &failed_setup, marks) {
         userland::console(&e.to_string());
     }
     if pid1 || !no_poweroff {
@@ -55,6 +72,13 @@ fn main() {
             thread::sleep(Duration::from_secs(3600));
         }
     }
+}
+
+/// Where the host is: the virtio-serial port of a VM, or a unix socket bind-mounted into a
+/// container.
+enum Endpoint {
+    Port,
+    Socket(PathBuf),
 }
 
 /// The /dev node of the named virtio-serial port; waits for the driver to create it.
@@ -97,9 +121,23 @@ fn log(channel: &Channel, message: &str) {
 /// the host first. Each step up to the builder's start is marked in `marks` as `agent/STEP`
 /// (`channel`, `job`, `clock`, `network`, `certificates`, `mounts`, `builder`), and the
 /// marks go to the host just before `STARTED`.
-fn serve(pid1: bool, failed_setup: &[String], mut marks: Marks) -> io::Result<()> {
-    let port_path = find_port(protocol::PORT_NAME, Duration::from_secs(60))?;
-    let port = OpenOptions::new().read(true).write(true).open(&port_path)?;
+fn serve(
+    endpoint: Endpoint,
+    pid1: bool,
+    failed_setup: &[String],
+    mut marks: Marks,
+) -> io::Result<()> {
+    let port = match endpoint {
+        Endpoint::Port => {
+            let port_path = find_port(protocol::PORT_NAME, Duration::from_secs(60))?;
+            OpenOptions::new().read(true).write(true).open(&port_path)?
+        }
+        Endpoint::Socket(path) => {
+            let stream = std::os::unix::net::UnixStream::connect(&path)
+                .map_err(|e| io::Error::new(e.kind(), format!("{}: {}", path.display(), e)))?;
+            File::from(std::os::unix::io::OwnedFd::from(stream))
+        }
+    };
     let mut reader = port.try_clone()?;
     let channel: Channel = Arc::new(Mutex::new(port));
     send(
