@@ -921,3 +921,105 @@ fn host_manifest(registry: &Registry, repository: &str, tag: &str) -> serde_json
         .to_string();
     get(&digest, "application/vnd.oci.image.manifest.v1+json")
 }
+
+#[test]
+fn a_tls_registry_is_trusted_through_the_host_ca_store_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(d)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "openssl {args:?}: {}", stderr(&out));
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=boxbuild test CA",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "srv.key",
+        "-out",
+        "srv.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    fs::write(
+        d.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "srv.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "srv.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+    let registry = Registry::start_tls(d, &d.join("srv.pem"), &d.join("srv.key"));
+    // No insecure entry: HTTPS is the only way in.
+    let setup = Setup::new(&[]);
+    let reference = format!("oci://{}/boxes/tiny:1", registry.addr);
+    let out = setup
+        .command()
+        .args([
+            "box",
+            "push",
+            &format!("tiny@{}", tiny_version()),
+            &reference,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    assert!(stderr(&out).contains("not trusted"), "{}", stderr(&out));
+
+    let mut bundle = fs::read("/etc/ssl/certs/ca-certificates.crt").unwrap_or_default();
+    bundle.extend(fs::read(d.join("ca.pem")).unwrap());
+    fs::write(d.join("bundle.pem"), bundle).unwrap();
+    let with_ca = |args: &[&str]| {
+        setup
+            .command()
+            .env("SSL_CERT_FILE", d.join("bundle.pem"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    ok(&with_ca(&[
+        "box",
+        "push",
+        &format!("tiny@{}", tiny_version()),
+        &reference,
+    ]));
+    ok(&with_ca(&["box", "fetch", &reference]));
+}

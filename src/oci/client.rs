@@ -104,6 +104,9 @@ impl RegistryError {
                     .map_or(what.trim_start_matches(super::reference::SCHEME), |(repo, _)| repo)
             ),
             RegistryError::Refused(code, m) => format!("{what}: the registry answered HTTP {code}: {m}"),
+            RegistryError::Transient(m) if m.contains("invalid peer certificate") => format!(
+                "{what}: the certificate of {registry} is not trusted ({m}); add its CA to the host's CA store (update-ca-certificates) or name a bundle with it in SSL_CERT_FILE"
+            ),
             RegistryError::Transient(m) if looks_like_tls_to_http(m) => format!(
                 "{what}: cannot speak HTTPS to {registry} ({m}); if it is a plain-HTTP registry, mark it with 'insecure = true' under a [[registry]] with location = \"{registry}\" in registries.conf"
             ),

@@ -29,6 +29,15 @@ fn free_port() -> u16 {
 impl Registry {
     /// Starts a registry storing under `dir`; with `htpasswd`, it asks for basic auth.
     pub fn start(dir: &Path, htpasswd: Option<&Path>) -> Registry {
+        Registry::start_with(dir, htpasswd, None)
+    }
+
+    /// Starts a registry speaking HTTPS with `cert` and `key` (PEM files).
+    pub fn start_tls(dir: &Path, cert: &Path, key: &Path) -> Registry {
+        Registry::start_with(dir, None, Some((cert, key)))
+    }
+
+    fn start_with(dir: &Path, htpasswd: Option<&Path>, tls: Option<(&Path, &Path)>) -> Registry {
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
         let root = dir.join("storage");
@@ -41,11 +50,20 @@ impl Registry {
                 )
             })
             .unwrap_or_default();
+        let tls = tls
+            .map(|(cert, key)| {
+                format!(
+                    "  tls:\n    certificate: {}\n    key: {}\n",
+                    cert.display(),
+                    key.display()
+                )
+            })
+            .unwrap_or_default();
         let config = dir.join("config.yml");
         fs::write(
             &config,
             format!(
-                "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\nlog:\n  level: warn\n  accesslog:\n    disabled: false\n{auth}",
+                "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n{tls}log:\n  level: warn\n  accesslog:\n    disabled: false\n{auth}",
                 root.display()
             ),
         )
