@@ -138,6 +138,6 @@ memory = "2G"
 cpus = 2
 scratch = "40G"
 
-$(catalog_version debian "$version" "$arch" "console=$console root=/dev/vda init=/usr/sbin/boxbuild-agent panic=-1 quiet cryptomgr.notests" "$console" "$out")
+$(catalog_version debian "$version" "$arch" "console=$console root=/dev/vda init=/usr/sbin/boxbuild-agent panic=-1 quiet cryptomgr.notests rodata=off" "$console" "$out")
 TOML
 note "debian box ($arch, kiwi $kiwi_version) in $out: $(du -sh "$out" | cut -f1)"

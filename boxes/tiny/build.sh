@@ -138,6 +138,6 @@ $settings
 memory = "256M"
 cpus = 1
 
-$(catalog_version "$name" "$version" "$arch" "console=$console root=/dev/vda init=$init panic=-1 quiet cryptomgr.notests" "$console" "$out")
+$(catalog_version "$name" "$version" "$arch" "console=$console root=/dev/vda init=$init panic=-1 quiet cryptomgr.notests rodata=off" "$console" "$out")
 TOML
 note "$name box ($arch) in $out: $(du -sh "$out" | cut -f1)"
