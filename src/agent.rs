@@ -58,7 +58,7 @@ pub fn accept(
         }
         if let Ok(Some(status)) = qemu.try_wait() {
             return Err(Error::setup(format!(
-                "QEMU exited ({status}) before connecting its {what} channel"
+                "the box's process exited ({status}) before connecting its {what} channel"
             )));
         }
         if start.elapsed() > timeout {

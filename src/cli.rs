@@ -245,6 +245,11 @@ pub struct BuildOptions {
     #[arg(long)]
     pub box_debug: bool,
 
+    /// Run the box's root file system as a container (podman) instead of a VM: native
+    /// speed where no KVM is; rootless for a normal user, privileged as root.
+    #[arg(long)]
+    pub container: bool,
+
     /// The builder's arguments, after `--`.
     #[arg(last = true, value_name = "BUILDER_ARGS", value_parser = clap::value_parser!(OsString))]
     pub builder_args: Vec<OsString>,

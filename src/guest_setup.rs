@@ -39,13 +39,14 @@ pub fn user_network() -> Network {
 }
 
 /// The user's proxy variables as `NAME=value` for the builder. A proxy on the host's
-/// loopback is reached from the box through the gateway address.
-pub fn proxy_env(lookup: impl Fn(&str) -> Option<String>) -> Vec<String> {
+/// loopback is reached from the box through the gateway address, unless the box shares
+/// the host's network (`host_network`, a container without a network of its own).
+pub fn proxy_env(lookup: impl Fn(&str) -> Option<String>, host_network: bool) -> Vec<String> {
     PROXY_VARIABLES
         .iter()
         .filter_map(|name| {
             let value = lookup(name)?;
-            let value = if name.eq_ignore_ascii_case("no_proxy") {
+            let value = if host_network || name.eq_ignore_ascii_case("no_proxy") {
                 value
             } else {
                 through_gateway(&value)
@@ -162,17 +163,23 @@ mod tests {
 
     #[test]
     fn only_set_proxy_variables_are_passed() {
-        let env = proxy_env(|name| match name {
+        let lookup = |name: &str| match name {
             "https_proxy" => Some("http://127.0.0.1:3128".into()),
             "no_proxy" => Some("localhost,127.0.0.1".into()),
             _ => None,
-        });
+        };
+        let env = proxy_env(lookup, false);
         assert_eq!(
             env,
             [
                 "https_proxy=http://10.0.2.2:3128",
                 "no_proxy=localhost,127.0.0.1"
             ]
+        );
+        // Sharing the host's network, the host's loopback is the box's.
+        assert_eq!(
+            proxy_env(lookup, true)[0],
+            "https_proxy=http://127.0.0.1:3128"
         );
     }
 

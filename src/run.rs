@@ -8,6 +8,7 @@ use crate::builder_args::{self, BuilderArgs};
 use crate::catalog::{Protocol, Refresh};
 use crate::cli::BuildOptions;
 use crate::error::{Error, Result};
+use crate::guest::Guest;
 use crate::library::Library;
 use crate::output::{self, BuildOutput};
 use crate::rundir::{self, RunDir};
@@ -171,7 +172,7 @@ pub fn build(opts: &BuildOptions, ui: Ui) -> Result<u8> {
                 .map(|d| d.host.as_path()),
             keep_open: opts.box_debug,
         })?;
-        share_backend = share::backend(shared_dirs, choice)?;
+        share_backend = share::backend(shared_dirs.clone(), choice)?;
         if plugin_box::clear_stale_result(&args.target)? {
             ui.detail("removed the result.code of an earlier run");
         }
@@ -210,6 +211,21 @@ pub fn build(opts: &BuildOptions, ui: Ui) -> Result<u8> {
         Vec::new()
     };
 
+    if opts.container {
+        return build_in_container(ContainerRun {
+            opts,
+            ui,
+            the_box: &the_box,
+            args: &args,
+            shared_dirs: &shared_dirs,
+            library: &library,
+            scratch: scratch_mib.is_some(),
+            network,
+            ca_certs,
+            signals: &signals,
+            timeline,
+        });
+    }
     let console = the_box
         .version
         .console
@@ -305,7 +321,16 @@ pub fn build(opts: &BuildOptions, ui: Ui) -> Result<u8> {
     let _helpers = share_backend.prepare(&run_dir)?;
     timeline.mark("share helpers");
     let share = share_backend.as_ref();
-    let job = job(opts, &the_box, &args, share, &machine, ca_certs);
+    let place = JobPlace {
+        mounts: share.mounts(),
+        scratch_disk: machine.scratch.is_some(),
+        scratch_dir: false,
+        network: machine.network,
+        configure_network: true,
+        host_network: false,
+        console: Some(machine.console.clone()),
+    };
+    let job = job(opts, &the_box, &args, place, ca_certs);
     let started_at = std::time::SystemTime::now();
     let session = Session::start(opts, ui, &run_dir, &machine, share, &signals, timeline)?;
     if plugin {
@@ -313,6 +338,179 @@ pub fn build(opts: &BuildOptions, ui: Ui) -> Result<u8> {
     } else {
         session.drive(opts, ui, &job, &args.target, &signals)
     }
+}
+
+/// What a build in a container starts from (everything `build` settled before the box
+/// runs).
+struct ContainerRun<'a> {
+    opts: &'a BuildOptions,
+    ui: Ui,
+    the_box: &'a ResolvedBox,
+    args: &'a BuilderArgs,
+    shared_dirs: &'a [SharedDir],
+    library: &'a Library,
+    scratch: bool,
+    network: bool,
+    ca_certs: Vec<u8>,
+    signals: &'a SignalWatch,
+    timeline: Timeline,
+}
+
+/// The box's root file system under the container engine, driven like a VM's agent.
+fn build_in_container(run: ContainerRun) -> Result<u8> {
+    let ContainerRun {
+        opts,
+        ui,
+        the_box,
+        args,
+        shared_dirs,
+        library,
+        scratch,
+        network,
+        ca_certs,
+        signals,
+        mut timeline,
+    } = run;
+    let refuse = |what: &str| {
+        Err(Error::setup(format!(
+            "--container cannot be combined with {what}; drop one of them"
+        )))
+    };
+    if opts.box_debug {
+        return refuse("--box-debug (a shell in a VM)");
+    }
+    if opts.no_snapshot {
+        return refuse("--no-snapshot (a VM's persistent disk layer)");
+    }
+    if the_box.settings.protocol == Protocol::KiwiBoxedPlugin {
+        return Err(Error::setup(format!(
+            "--container: box {} speaks the Python plugin's protocol, which runs only as a VM here; drop --container",
+            the_box.name
+        )));
+    }
+    if the_box.version.arch != std::env::consts::ARCH {
+        return Err(Error::setup(format!(
+            "--container runs boxes of this machine's architecture ({}) only, this is {}; drop --container to emulate it in a VM",
+            std::env::consts::ARCH,
+            the_box.version.arch
+        )));
+    }
+    let Some(disk) = &the_box.disk else {
+        return Err(Error::setup(format!(
+            "--container: box {} has no disk to take a root file system from; drop --container",
+            the_box.name
+        )));
+    };
+    let engine = crate::container::engine::find()?;
+    crate::container::sweep(&engine);
+    let root = crate::container::rootfs::prepare(library.store.root(), disk, ui, signals)?;
+    timeline.mark("root file system");
+    let run_dir = RunDir::create()?;
+    ui.detail(&format!("run dir {}", run_dir.root().display()));
+    let scratch_dir = match scratch {
+        true => {
+            let dir = run_dir.path("scratch");
+            std::fs::create_dir(&dir)
+                .map_err(|e| Error::setup(format!("cannot create {}: {e}", dir.display())))?;
+            Some(dir)
+        }
+        false => None,
+    };
+    let (listener, socket) = bind(&run_dir, "agent.sock")?;
+    let name = format!(
+        "boxbuild-{}-{}",
+        std::process::id(),
+        run_dir
+            .root()
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+            .replace(|c: char| !c.is_ascii_alphanumeric(), "")
+    );
+    let spec_network = crate::container::network(&engine, network);
+    if spec_network == crate::container::Network::Host {
+        ui.detail("the container shares the host's network: /dev/net/tun is not open to this user, which slirp4netns needs");
+    }
+    let spec = crate::container::Spec {
+        engine: &engine,
+        name,
+        rootfs: &root,
+        agent: crate::container::agent_path(&the_box.version.cmdline),
+        shares: shared_dirs,
+        agent_socket: &socket,
+        network: spec_network,
+        scratch: scratch_dir.as_deref(),
+    };
+    if ui.verbose > 0 {
+        let shown: Vec<String> = spec
+            .args()
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        ui.detail(&format!("{} {}", engine.podman.display(), shown.join(" ")));
+    }
+    ui.info(&format!(
+        "box {} {} as a container ({}), sharing by bind mounts",
+        the_box.name,
+        the_box.version.version,
+        if engine.rootless {
+            "rootless"
+        } else {
+            "privileged"
+        }
+    ));
+    let started = Instant::now();
+    let mut guest = crate::container::ContainerGuest::start(&spec, &run_dir.path("console.log"))?;
+    let connected = (|| {
+        let pending = || signals.pending();
+        let stream = agent::accept(
+            &listener,
+            "agent",
+            &mut guest.child,
+            CONNECT_TIMEOUT,
+            &pending,
+        )?;
+        let writer = stream
+            .try_clone()
+            .map_err(|e| Error::setup(format!("agent socket: {e}")))?;
+        let (tx, events) = mpsc::channel();
+        agent::spawn_reader(stream, tx, |e| e)?;
+        Ok((writer, events))
+    })();
+    let agent_channel = match connected {
+        Ok(channel) => channel,
+        Err(e) => {
+            let details = guest.console_tail();
+            guest.stop();
+            return Err(match e {
+                Error::Interrupted(_) => e,
+                other => Error::BoxFailed {
+                    reason: format!("the container's agent did not connect: {other}"),
+                    details,
+                },
+            });
+        }
+    };
+    timeline.mark("container");
+    let place = JobPlace {
+        mounts: Vec::new(),
+        scratch_disk: false,
+        scratch_dir: scratch_dir.is_some(),
+        network,
+        configure_network: false,
+        host_network: spec_network == crate::container::Network::Host,
+        console: None,
+    };
+    let job = job(opts, the_box, args, place, ca_certs);
+    let session = Session {
+        guest: Box::new(guest),
+        agent: Some(agent_channel),
+        timeline,
+        started,
+        console_stop: Arc::new(AtomicBool::new(false)),
+        console_follower: None,
+    };
+    session.drive(opts, ui, &job, &args.target, signals)
 }
 
 struct Machine {
@@ -337,12 +535,25 @@ struct Machine {
 
 /// What the agent is asked to do: the builder's argv (the box's command, with
 /// placeholders filled in, then the user's arguments) and all it needs around it.
+/// Where the job runs, as far as the job differs: the shares' guest mounts (none in a
+/// container, whose shares are bind mounts), a scratch disk, the network, the console.
+struct JobPlace {
+    mounts: Vec<Mount>,
+    scratch_disk: bool,
+    scratch_dir: bool,
+    network: bool,
+    /// Whether the agent configures the network (in a VM) or the engine does.
+    configure_network: bool,
+    /// Whether the box shares the host's network (its loopback is the host's).
+    host_network: bool,
+    console: Option<String>,
+}
+
 fn job(
     opts: &BuildOptions,
     the_box: &ResolvedBox,
     args: &BuilderArgs,
-    share: &dyn ShareBackend,
-    machine: &Machine,
+    place: JobPlace,
     ca_certs: Vec<u8>,
 ) -> Job {
     let placeholder = |word: &str| -> Vec<u8> {
@@ -363,8 +574,11 @@ fn job(
         format!("BOXBUILD_DESCRIPTION={GUEST_DESCRIPTION}"),
         format!("BOXBUILD_TARGET={GUEST_TARGET}"),
     ];
-    let mut mounts = share.mounts();
-    if machine.scratch.is_some() {
+    let mut mounts = place.mounts;
+    if place.scratch_dir {
+        env.push(format!("BOXBUILD_SCRATCH={}", scratch::GUEST_PATH));
+    }
+    if place.scratch_disk {
         env.push(format!("BOXBUILD_SCRATCH={}", scratch::GUEST_PATH));
         mounts.push(Mount {
             fstype: b"ext4".to_vec(),
@@ -377,20 +591,22 @@ fn job(
     if let Some(version) = &opts.kiwi_version {
         env.push(format!("BOXBUILD_KIWI_VERSION={version}"));
     }
-    if machine.network {
-        env.extend(guest_setup::proxy_env(|name| std::env::var(name).ok()));
+    if place.network {
+        env.extend(guest_setup::proxy_env(
+            |name| std::env::var(name).ok(),
+            place.host_network,
+        ));
     }
     Job {
         argv,
         env: env.into_iter().map(String::into_bytes).collect(),
         mounts,
         workdir: GUEST_TARGET.as_bytes().to_vec(),
-        network: machine.network.then(guest_setup::user_network),
+        network: (place.network && place.configure_network).then(guest_setup::user_network),
         ca_certs,
-        debug_console: if opts.box_debug {
-            format!("/dev/{}", machine.console).into_bytes()
-        } else {
-            Vec::new()
+        debug_console: match (&place.console, opts.box_debug) {
+            (Some(console), true) => format!("/dev/{console}").into_bytes(),
+            _ => Vec::new(),
         },
         // Stamped as the job is sent (agent::send_job).
         host_time: None,
@@ -400,28 +616,21 @@ fn job(
 /// A running VM and the channels to it. Dropping it stops QEMU: politely through QMP,
 /// then by force, so every early return cleans up.
 struct Session<'a> {
-    run_dir: &'a RunDir,
-    qemu: Child,
-    control: Option<qmp::Control>,
+    /// The box itself: QEMU or a container.
+    guest: Box<dyn Guest + 'a>,
     /// The agent's channel: writer and events; None for boxes without an agent.
     agent: Option<(std::os::unix::net::UnixStream, mpsc::Receiver<AgentEvent>)>,
     /// The host's start-up so far (QEMU's start included), for `-v`.
     timeline: Timeline,
-    /// When QEMU was started.
+    /// When the box was started.
     started: Instant,
-    accel: Accel,
     console_stop: Arc<AtomicBool>,
     console_follower: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Drop for Session<'_> {
     fn drop(&mut self) {
-        if let Ok(None) = self.qemu.try_wait() {
-            if let Some(control) = self.control.as_mut() {
-                let _ = control.quit();
-            }
-            process::stop(&mut self.qemu, QUIT_GRACE);
-        }
+        self.guest.stop();
         self.console_stop
             .store(true, std::sync::atomic::Ordering::SeqCst);
         if let Some(follower) = self.console_follower.take() {
@@ -563,13 +772,15 @@ impl<'a> Session<'a> {
             }
         };
         Ok(Session {
-            run_dir,
-            qemu,
-            control: Some(control),
+            guest: Box::new(VmGuest {
+                run_dir,
+                qemu,
+                control: Some(control),
+                accel: machine.accel,
+            }),
             agent,
             timeline,
             started,
-            accel: machine.accel,
             console_stop,
             console_follower,
         })
@@ -620,7 +831,7 @@ impl<'a> Session<'a> {
             if let Some(sig) = signals.pending() {
                 return Err(Error::Interrupted(sig));
             }
-            if let Ok(Some(exit)) = self.qemu.try_wait() {
+            if let Some(exit) = self.guest.try_wait() {
                 break exit;
             }
             if let Some((when, limit)) = deadline {
@@ -636,7 +847,7 @@ impl<'a> Session<'a> {
         match plugin_box::read_result(target, started_at) {
             Ok(code) => Ok(code),
             Err(reason) => {
-                let mut failure = self.failure(exit);
+                let mut failure = self.guest.failure(exit);
                 if let Error::BoxFailed { reason: r, .. } = &mut failure {
                     *r = format!("{reason} ({r})");
                 }
@@ -646,7 +857,7 @@ impl<'a> Session<'a> {
     }
 
     fn console_tail(&self) -> String {
-        output::tail(&self.run_dir.path("console.log"), CONSOLE_TAIL_LINES)
+        self.guest.console_tail()
     }
 
     fn event_loop(
@@ -661,7 +872,7 @@ impl<'a> Session<'a> {
         // Cleared and stopped on every return, before any error is written.
         let status_line = StatusLine::start(ui, opts.box_console || opts.box_debug, self.started);
         let deadline = deadline(self.started, opts.timeout);
-        let boot_deadline = self.started + boot_timeout(self.accel);
+        let boot_deadline = self.started + self.guest.greeting_timeout();
         let mut greeted = false;
         let mut status: Option<(Status, Instant)> = None;
         let mut agent_closed = false;
@@ -734,7 +945,7 @@ impl<'a> Session<'a> {
                 std::thread::sleep(TICK);
             }
             if qemu_exited.is_none() {
-                if let Ok(Some(exit)) = self.qemu.try_wait() {
+                if let Some(exit) = self.guest.try_wait() {
                     qemu_exited = Some((exit, Instant::now()));
                 }
             }
@@ -746,7 +957,7 @@ impl<'a> Session<'a> {
                 if agent_closed || at.elapsed() > Duration::from_secs(2) {
                     return match status {
                         Some((s, _)) => Ok(s),
-                        None => Err(self.failure(exit)),
+                        None => Err(self.guest.failure(exit)),
                     };
                 }
             }
@@ -770,12 +981,43 @@ impl<'a> Session<'a> {
                 return Err(Error::BoxFailed {
                     reason: format!(
                         "the agent did not answer within {}s of power-on",
-                        boot_timeout(self.accel).as_secs()
+                        self.guest.greeting_timeout().as_secs()
                     ),
                     details: self.console_tail(),
                 });
             }
         }
+    }
+}
+
+/// A QEMU VM as the box: stopped through QMP, then by force.
+struct VmGuest<'a> {
+    run_dir: &'a RunDir,
+    qemu: Child,
+    control: Option<qmp::Control>,
+    accel: Accel,
+}
+
+impl Guest for VmGuest<'_> {
+    fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.qemu.try_wait().ok().flatten()
+    }
+
+    fn stop(&mut self) {
+        if let Ok(None) = self.qemu.try_wait() {
+            if let Some(control) = self.control.as_mut() {
+                let _ = control.quit();
+            }
+            process::stop(&mut self.qemu, QUIT_GRACE);
+        }
+    }
+
+    fn console_tail(&self) -> String {
+        output::tail(&self.run_dir.path("console.log"), CONSOLE_TAIL_LINES)
+    }
+
+    fn greeting_timeout(&self) -> Duration {
+        boot_timeout(self.accel)
     }
 
     /// Why the box ended without a status, as precisely as the logs tell.

@@ -1,0 +1,118 @@
+//! The box's root file system as a directory, for the container: the box disk (qcow2 or
+//! raw holding a whole-disk ext2/3/4 file system, as boxbuild's recipes make them)
+//! converted to raw by qemu-img and copied out by debugfs's `rdump`: no mount, no root.
+//! Kept in the cache as `rootfs/KEY/`, KEY a digest of the disk's path, size and mtime
+//! (box files in the cache never change in place), made once however many builds ask.
+
+use crate::error::{Error, Result};
+use crate::signals::SignalWatch;
+use crate::store::lock::{self, Mode};
+use crate::ui::Ui;
+use sha2::{Digest, Sha256};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The root directory for `disk`, made now if missing. Errors: one line naming the disk,
+/// the tool that failed and its words.
+pub fn prepare(cache: &Path, disk: &Path, ui: Ui, signals: &SignalWatch) -> Result<PathBuf> {
+    let meta =
+        std::fs::metadata(disk).map_err(|e| Error::setup(format!("{}: {e}", disk.display())))?;
+    let identity = format!(
+        "{}\0{}\0{}\0{}",
+        disk.canonicalize().unwrap_or(disk.to_path_buf()).display(),
+        meta.len(),
+        meta.mtime(),
+        meta.mtime_nsec()
+    );
+    let key: String = Sha256::digest(identity.as_bytes())[..12]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let dir = cache.join("rootfs").join(&key);
+    if dir.join("bin").exists() || dir.join("usr").exists() {
+        return Ok(dir);
+    }
+    let locks = cache.join("locks");
+    std::fs::create_dir_all(&locks)
+        .map_err(|e| Error::setup(format!("cannot create {}: {e}", locks.display())))?;
+    let _lock = lock::acquire(
+        &locks.join(format!("rootfs-{key}.lock")),
+        Mode::Exclusive,
+        signals,
+        || ui.info("waiting for another boxbuild to unpack this box's root file system"),
+    )?;
+    if dir.join("bin").exists() || dir.join("usr").exists() {
+        return Ok(dir);
+    }
+    ui.info(&format!(
+        "unpacking the box's root file system for containers (once per box version) into {}",
+        dir.display()
+    ));
+    let staging = cache.join("tmp").join(format!("rootfs-{key}"));
+    let _ = std::fs::remove_dir_all(&staging);
+    std::fs::create_dir_all(&staging)
+        .map_err(|e| Error::setup(format!("cannot create {}: {e}", staging.display())))?;
+    let result = unpack(disk, &staging).and_then(|root| {
+        if let Some(parent) = dir.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| Error::setup(format!("cannot create {}: {e}", parent.display())))?;
+        }
+        std::fs::rename(&root, &dir)
+            .map_err(|e| Error::setup(format!("cannot install {}: {e}", dir.display())))
+    });
+    let _ = std::fs::remove_dir_all(&staging);
+    result.map(|()| dir)
+}
+
+/// The program `name`, searched on PATH and in the sbin directories.
+fn tool(name: &str) -> Command {
+    Command::new(super::engine::on_path(name).unwrap_or_else(|| PathBuf::from(name)))
+}
+
+fn run(what: &str, command: &mut Command) -> Result<String> {
+    let out = command.output().map_err(|e| {
+        Error::setup(format!(
+            "--container: cannot run {what}: {e} (it comes with {})",
+            if what == "qemu-img" {
+                "qemu-utils"
+            } else {
+                "e2fsprogs"
+            }
+        ))
+    })?;
+    let text = String::from_utf8_lossy(&out.stderr).into_owned();
+    if !out.status.success() {
+        return Err(Error::setup(format!(
+            "--container: {what} failed: {}",
+            text.lines().last().unwrap_or("no message")
+        )));
+    }
+    Ok(text)
+}
+
+/// Converts and copies out; returns the unpacked root under `staging`.
+fn unpack(disk: &Path, staging: &Path) -> Result<PathBuf> {
+    let raw = staging.join("disk.raw");
+    run(
+        "qemu-img",
+        tool("qemu-img")
+            .args(["convert", "-O", "raw"])
+            .arg(disk)
+            .arg(&raw),
+    )?;
+    let root = staging.join("root");
+    std::fs::create_dir_all(&root)
+        .map_err(|e| Error::setup(format!("cannot create {}: {e}", root.display())))?;
+    let request = format!("rdump / {}", root.display());
+    let said = run("debugfs", tool("debugfs").arg("-R").arg(&request).arg(&raw))?;
+    let _ = std::fs::remove_file(&raw);
+    if !(root.join("bin").exists() || root.join("usr").exists()) {
+        return Err(Error::setup(format!(
+            "--container: {} holds no root file system debugfs can read (a whole-disk ext2/3/4, as boxbuild's recipes make): {}",
+            disk.display(),
+            said.lines().last().unwrap_or("no message")
+        )));
+    }
+    Ok(root)
+}
