@@ -243,6 +243,22 @@ pub fn build(opts: &BuildOptions, ui: Ui) -> Result<u8> {
     if let Some(note) = accel_note {
         ui.info(&note);
     }
+    // Emulated where a container would run natively: say so once per user (a mark in the
+    // cache), never switch by itself.
+    let hint = library.store.root().join("hints/container");
+    if accel == Accel::Tcg
+        && arch == std::env::consts::ARCH
+        && the_box.disk.is_some()
+        && !plugin
+        && !hint.exists()
+        && crate::container::engine::on_path("podman").is_some()
+    {
+        ui.info("this box is emulated; its build could run at native speed as a container: add --container (docs/container.md; said once)");
+        if let Some(dir) = hint.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let _ = std::fs::write(&hint, b"");
+    }
     let run_dir = RunDir::create()?;
     timeline.mark("run dir");
     ui.detail(&format!("run dir {}", run_dir.root().display()));
@@ -402,6 +418,14 @@ fn build_in_container(run: ContainerRun) -> Result<u8> {
         )));
     };
     let engine = crate::container::engine::find()?;
+    if engine.rootless {
+        let image = crate::container::kiwi_type::image_type(&args.rest, &args.description);
+        if let Some(image) = image.filter(|t| !crate::container::kiwi_type::WITHOUT_LOOP.contains(&t.as_str())) {
+            return Err(Error::setup(format!(
+                "--container as a normal user cannot build the image type '{image}': it needs loop devices, which a rootless container cannot have; drop --container to build it in a VM, or run boxbuild as root"
+            )));
+        }
+    }
     crate::container::sweep(&engine);
     let root = crate::container::rootfs::prepare(library.store.root(), disk, ui, signals)?;
     timeline.mark("root file system");

@@ -5,6 +5,7 @@
 //! overlay. Rootless for a normal user; privileged for root, as KIWI's plugin runs it.
 
 pub mod engine;
+pub mod kiwi_type;
 pub mod rootfs;
 
 use crate::error::Error;
@@ -57,10 +58,10 @@ impl Spec<'_> {
             args.extend(["--runtime".into(), runtime.into()]);
         }
         args.extend(engine::ulimit_args());
-        if !self.engine.rootless {
-            // Loop devices and device-mapper for disk images, as KIWI's plugin runs it.
-            args.push("--privileged".into());
-        }
+        // As KIWI's plugin runs it: as root, loop devices and device-mapper for disk
+        // images; rootless, all capabilities within the user's own namespace only, which
+        // kiwi needs to mount /proc and bind mounts in the image root.
+        args.push("--privileged".into());
         args.push("--network".into());
         args.push(
             match self.network {
