@@ -420,7 +420,9 @@ fn build_in_container(run: ContainerRun) -> Result<u8> {
     let engine = crate::container::engine::find()?;
     if engine.rootless {
         let image = crate::container::kiwi_type::image_type(&args.rest, &args.description);
-        if let Some(image) = image.filter(|t| !crate::container::kiwi_type::WITHOUT_LOOP.contains(&t.as_str())) {
+        if let Some(image) =
+            image.filter(|t| !crate::container::kiwi_type::WITHOUT_LOOP.contains(&t.as_str()))
+        {
             return Err(Error::setup(format!(
                 "--container as a normal user cannot build the image type '{image}': it needs loop devices, which a rootless container cannot have; drop --container to build it in a VM, or run boxbuild as root"
             )));
@@ -509,7 +511,9 @@ fn build_in_container(run: ContainerRun) -> Result<u8> {
             return Err(match e {
                 Error::Interrupted(_) => e,
                 other => Error::BoxFailed {
-                    reason: format!("the container's agent did not connect: {other}"),
+                    reason: format!(
+                        "the container's agent did not connect ({other}); a box whose agent predates --container needs updating ('boxbuild box update') or rebuilding"
+                    ),
                     details,
                 },
             });

@@ -1,0 +1,283 @@
+//! `--container`: the tiny box's root file system under podman (runc, explicit ulimits),
+//! as root (privileged) and as an unprivileged user (rootless): the exact argv, exit codes,
+//! output, a read-only description, artifacts owned by the caller, a container killed
+//! mid-build, Ctrl-C and SIGKILL leaving nothing behind, parallel builds, and the
+//! refusal of a loop-device image type before anything starts.
+
+mod common;
+
+use common::{ok, stderr, stdout, tiny_box_dir, Env};
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn build(env: &Env, args: &[&str]) -> Command {
+    let mut c = env.boxbuild();
+    c.args(["--container", "--box", "tiny", "--", "--description"])
+        .arg(&env.desc)
+        .arg("--target-dir")
+        .arg(&env.out)
+        .args(args);
+    c
+}
+
+/// Containers labelled with the given boxbuild pid (all boxbuild containers with None).
+fn containers(pid: Option<u32>) -> Vec<String> {
+    let filter = match pid {
+        Some(pid) => format!("label=org.boxbuild.pid={pid}"),
+        None => "label=org.boxbuild.pid".to_string(),
+    };
+    let out = Command::new("podman")
+        .args(["ps", "--all", "--filter", &filter, "--format", "{{.Names}}"])
+        .output()
+        .expect("podman");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
+fn wait_for_container(pid: u32) -> String {
+    let start = Instant::now();
+    loop {
+        if let Some(name) = containers(Some(pid)).into_iter().next() {
+            return name;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no container appeared"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn run(env: &Env, args: &[&str]) -> Output {
+    build(env, args).output().unwrap()
+}
+
+#[test]
+fn builds_with_the_exact_argv_exit_codes_and_output() {
+    let env = Env::new();
+    env.script("echo out-line; echo err-line >&2; touch /description/x 2>/dev/null && echo description-writable; echo made > artifact\n");
+    let out = run(&env, &["a b", "", "c'd", "--flag=1"]);
+    ok(&out);
+    let argv = fs::read_to_string(env.out.join("argv.json")).unwrap();
+    assert_eq!(argv.trim_end(), r#"["a b","","c'd","--flag=1"]"#);
+    assert!(stdout(&out).contains("out-line"), "{}", stdout(&out));
+    assert!(stderr(&out).contains("err-line"));
+    assert!(!stdout(&out).contains("description-writable"));
+    assert!(stderr(&out).contains("as a container"), "{}", stderr(&out));
+    let log = fs::read_to_string(env.out.join("result.log")).unwrap();
+    assert!(
+        log.contains("out-line") && log.contains("err-line"),
+        "{log}"
+    );
+    // SAFETY: getuid cannot fail.
+    let uid = unsafe { libc::getuid() };
+    assert_eq!(fs::metadata(env.out.join("artifact")).unwrap().uid(), uid);
+    for code in [3, 255] {
+        env.script(&format!("exit {code}\n"));
+        assert_eq!(run(&env, &[]).status.code(), Some(code));
+    }
+    assert!(env.leftover_run_dirs().is_empty());
+    assert!(
+        env.leftover_processes().is_empty(),
+        "{:?}",
+        env.leftover_processes()
+    );
+}
+
+#[test]
+fn a_container_killed_mid_build_is_a_box_failure() {
+    let env = Env::new();
+    env.script("sleep 60\n");
+    let child = build(&env, &[])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let name = wait_for_container(pid);
+    std::thread::sleep(Duration::from_millis(500));
+    let killed = Command::new("podman")
+        .args(["kill", "--signal", "KILL", &name])
+        .output()
+        .unwrap();
+    assert!(killed.status.success(), "{}", stderr(&killed));
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(123), "{}", stderr(&out));
+    assert!(
+        containers(Some(pid)).is_empty(),
+        "{:?}",
+        containers(Some(pid))
+    );
+    assert!(env.leftover_run_dirs().is_empty());
+}
+
+#[test]
+fn ctrl_c_and_sigkill_leave_nothing_behind() {
+    let env = Env::new();
+    env.script("sleep 60\n");
+    let mut child = build(&env, &[]).stderr(Stdio::piped()).spawn().unwrap();
+    let pid = child.id();
+    wait_for_container(pid);
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(pid as i32, libc::SIGINT) };
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+    assert!(
+        containers(Some(pid)).is_empty(),
+        "{:?}",
+        containers(Some(pid))
+    );
+    assert!(env.leftover_run_dirs().is_empty());
+
+    // SIGKILL: boxbuild cannot clean up; the next build sweeps the container.
+    let mut child = build(&env, &[]).stderr(Stdio::piped()).spawn().unwrap();
+    let pid = child.id();
+    wait_for_container(pid);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    env.script("true\n");
+    ok(&run(&env, &[]));
+    let start = Instant::now();
+    while !containers(Some(pid)).is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "a killed build's container was not swept: {:?}",
+            containers(Some(pid))
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn two_builds_at_once_keep_to_themselves() {
+    let a = Env::new();
+    let b = Env::new();
+    a.script("echo from-a > who; sleep 1\n");
+    b.script("echo from-b > who; sleep 1\n");
+    let (ca, cb) = (
+        build(&a, &["run-a"]).spawn().unwrap(),
+        build(&b, &["run-b"]).spawn().unwrap(),
+    );
+    for (child, env, who) in [(ca, &a, "from-a\n"), (cb, &b, "from-b\n")] {
+        assert_eq!(child.wait_with_output().unwrap().status.code(), Some(0));
+        assert_eq!(fs::read_to_string(env.out.join("who")).unwrap(), who);
+    }
+}
+
+#[test]
+fn rootless_for_a_normal_user_and_loop_device_types_refused() {
+    // SAFETY: getuid cannot fail.
+    if unsafe { libc::getuid() } != 0 {
+        return; // Already rootless: the other tests prove it.
+    }
+    let user = "boxbuild-test";
+    if Command::new("id").arg(user).output().unwrap().status.code() != Some(0) {
+        let made = Command::new("useradd")
+            .args(["--system", "--no-create-home", user])
+            .status()
+            .unwrap();
+        assert!(made.success(), "useradd failed");
+    }
+    let subuids = fs::read_to_string("/etc/subuid").unwrap_or_default();
+    if !subuids.lines().any(|l| l.starts_with(&format!("{user}:"))) {
+        let added = Command::new("usermod")
+            .args([
+                "--add-subuids",
+                "200000-265535",
+                "--add-subgids",
+                "200000-265535",
+                user,
+            ])
+            .status()
+            .unwrap();
+        assert!(added.success(), "usermod --add-subuids failed");
+    }
+    let uid: u32 = String::from_utf8(
+        Command::new("id")
+            .args(["-u", user])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .trim()
+    .parse()
+    .unwrap();
+    let env = Env::new();
+    let root = env.tmp.path();
+    let boxdir = root.join("box");
+    fs::create_dir(&boxdir).unwrap();
+    for f in ["kernel", "initrd", "disk.qcow2"] {
+        fs::copy(tiny_box_dir().join(f), boxdir.join(f)).unwrap();
+    }
+    let catalog = fs::read_to_string(tiny_box_dir().join("catalog.toml"))
+        .unwrap()
+        .replace(tiny_box_dir().to_str().unwrap(), boxdir.to_str().unwrap());
+    fs::write(boxdir.join("catalog.toml"), catalog).unwrap();
+    let exe = root.join("boxbuild");
+    fs::copy(env!("CARGO_BIN_EXE_boxbuild"), &exe).unwrap();
+    env.script("id -u > uid-in-box\necho built > artifact\n");
+    Command::new("chmod")
+        .args(["-R", "a+rX"])
+        .arg(root)
+        .status()
+        .unwrap();
+    Command::new("chown")
+        .args(["-R", &format!("{uid}")])
+        .arg(root.join("tmp"))
+        .arg(root.join("home"))
+        .status()
+        .unwrap();
+    let as_user = |extra: &[&str]| {
+        let out_dir = root.join("tmp/out");
+        Command::new("runuser")
+            .args(["-u", user, "--", "env"])
+            .arg(format!("HOME={}", root.join("home").display()))
+            .arg(format!("TMPDIR={}", root.join("tmp").display()))
+            .arg("XDG_RUNTIME_DIR=")
+            .arg(format!(
+                "BOXBUILD_CONFIG={}",
+                boxdir.join("catalog.toml").display()
+            ))
+            .arg(&exe)
+            .args(["--container", "--box", "tiny"])
+            .args(extra)
+            .args(["--", "--description"])
+            .arg(&env.desc)
+            .arg("--target-dir")
+            .arg(&out_dir)
+            .output()
+            .unwrap()
+    };
+    let out = as_user(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("rootless"), "{}", stderr(&out));
+    let out_dir = root.join("tmp/out");
+    assert_eq!(
+        fs::read_to_string(out_dir.join("artifact")).unwrap(),
+        "built\n"
+    );
+    assert_eq!(
+        fs::read_to_string(out_dir.join("uid-in-box")).unwrap(),
+        "0\n"
+    );
+    for file in ["artifact", "result.log"] {
+        assert_eq!(
+            fs::metadata(out_dir.join(file)).unwrap().uid(),
+            uid,
+            "{file}"
+        );
+    }
+    // A disk image needs loop devices: refused before any container starts.
+    let out = as_user(&["--type", "oem"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(125), "{err}");
+    assert!(
+        err.contains("'oem'") && err.contains("drop --container"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
