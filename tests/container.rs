@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{ok, stderr, stdout, tiny_box_dir, Env};
+use common::{ok, stderr, stdout, Env};
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::process::{Command, Output, Stdio};
@@ -173,64 +173,11 @@ fn rootless_for_a_normal_user_and_loop_device_types_refused() {
     if unsafe { libc::getuid() } != 0 {
         return; // Already rootless: the other tests prove it.
     }
-    let user = "boxbuild-test";
-    if Command::new("id").arg(user).output().unwrap().status.code() != Some(0) {
-        let made = Command::new("useradd")
-            .args(["--system", "--no-create-home", user])
-            .status()
-            .unwrap();
-        assert!(made.success(), "useradd failed");
-    }
-    let subuids = fs::read_to_string("/etc/subuid").unwrap_or_default();
-    if !subuids.lines().any(|l| l.starts_with(&format!("{user}:"))) {
-        let added = Command::new("usermod")
-            .args([
-                "--add-subuids",
-                "200000-265535",
-                "--add-subgids",
-                "200000-265535",
-                user,
-            ])
-            .status()
-            .unwrap();
-        assert!(added.success(), "usermod --add-subuids failed");
-    }
-    let uid: u32 = String::from_utf8(
-        Command::new("id")
-            .args(["-u", user])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap()
-    .trim()
-    .parse()
-    .unwrap();
+    let (user, uid) = common::test_user();
     let env = Env::new();
-    let root = env.tmp.path();
-    let boxdir = root.join("box");
-    fs::create_dir(&boxdir).unwrap();
-    for f in ["kernel", "initrd", "disk.qcow2"] {
-        fs::copy(tiny_box_dir().join(f), boxdir.join(f)).unwrap();
-    }
-    let catalog = fs::read_to_string(tiny_box_dir().join("catalog.toml"))
-        .unwrap()
-        .replace(tiny_box_dir().to_str().unwrap(), boxdir.to_str().unwrap());
-    fs::write(boxdir.join("catalog.toml"), catalog).unwrap();
-    let exe = root.join("boxbuild");
-    fs::copy(env!("CARGO_BIN_EXE_boxbuild"), &exe).unwrap();
     env.script("id -u > uid-in-box\necho built > artifact\n");
-    Command::new("chmod")
-        .args(["-R", "a+rX"])
-        .arg(root)
-        .status()
-        .unwrap();
-    Command::new("chown")
-        .args(["-R", &format!("{uid}")])
-        .arg(root.join("tmp"))
-        .arg(root.join("home"))
-        .status()
-        .unwrap();
+    let (catalog, exe) = common::hand_over(&env, uid);
+    let root = env.tmp.path();
     let as_user = |extra: &[&str]| {
         let out_dir = root.join("tmp/out");
         Command::new("runuser")
@@ -238,10 +185,7 @@ fn rootless_for_a_normal_user_and_loop_device_types_refused() {
             .arg(format!("HOME={}", root.join("home").display()))
             .arg(format!("TMPDIR={}", root.join("tmp").display()))
             .arg("XDG_RUNTIME_DIR=")
-            .arg(format!(
-                "BOXBUILD_CONFIG={}",
-                boxdir.join("catalog.toml").display()
-            ))
+            .arg(format!("BOXBUILD_CONFIG={}", catalog.display()))
             .arg(&exe)
             .args(["--container", "--box", "tiny"])
             .args(extra)

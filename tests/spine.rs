@@ -411,69 +411,12 @@ fn runs_as_an_unprivileged_user() {
         // Already unprivileged: every other test proves it.
         return;
     }
-    let user = "boxbuild-test";
-    if Command::new("id").arg(user).output().unwrap().status.code() != Some(0) {
-        let made = Command::new("useradd")
-            .args(["--system", "--no-create-home", user])
-            .status()
-            .unwrap();
-        assert!(made.success(), "useradd failed");
-    }
-    // virtiofs runs its daemon as root of a user namespace: the user needs subordinate ids.
-    let subuids = fs::read_to_string("/etc/subuid").unwrap_or_default();
-    if !subuids.lines().any(|l| l.starts_with(&format!("{user}:"))) {
-        let added = Command::new("usermod")
-            .args([
-                "--add-subuids",
-                "200000-265535",
-                "--add-subgids",
-                "200000-265535",
-                user,
-            ])
-            .status()
-            .unwrap();
-        assert!(added.success(), "usermod --add-subuids failed");
-    }
-    let uid: u32 = String::from_utf8(
-        Command::new("id")
-            .args(["-u", user])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap()
-    .trim()
-    .parse()
-    .unwrap();
-    // Everything the user needs, in a place it can read: the binary, the box, its dirs.
+    // virtiofs runs its daemon as root of a user namespace: the user has subordinate ids.
+    let (user, uid) = common::test_user();
     let env = Env::new();
-    let root = env.tmp.path();
-    let boxdir = root.join("box");
-    fs::create_dir(&boxdir).unwrap();
-    for f in ["kernel", "initrd", "disk.qcow2"] {
-        fs::copy(common::tiny_box_dir().join(f), boxdir.join(f)).unwrap();
-    }
-    let catalog = fs::read_to_string(common::tiny_box_dir().join("catalog.toml"))
-        .unwrap()
-        .replace(
-            common::tiny_box_dir().to_str().unwrap(),
-            boxdir.to_str().unwrap(),
-        );
-    fs::write(boxdir.join("catalog.toml"), catalog).unwrap();
-    let exe = root.join("boxbuild");
-    fs::copy(env!("CARGO_BIN_EXE_boxbuild"), &exe).unwrap();
     env.script("id -u > uid-in-box\necho built > artifact\n");
-    Command::new("chmod")
-        .args(["-R", "a+rX"])
-        .arg(root)
-        .status()
-        .unwrap();
-    Command::new("chown")
-        .args(["-R", &format!("{uid}")])
-        .arg(root.join("tmp"))
-        .arg(root.join("home"))
-        .status()
-        .unwrap();
+    let (catalog, exe) = common::hand_over(&env, uid);
+    let root = env.tmp.path();
     // The user's ~/.ssh, to show that sshfs sharing leaves it alone.
     let ssh_dir = root.join("home/.ssh");
     fs::create_dir_all(&ssh_dir).unwrap();
@@ -486,10 +429,7 @@ fn runs_as_an_unprivileged_user() {
             .args(["-u", user, "--", "env"])
             .arg(format!("HOME={}", root.join("home").display()))
             .arg(format!("TMPDIR={}", root.join("tmp").display()))
-            .arg(format!(
-                "BOXBUILD_CONFIG={}",
-                boxdir.join("catalog.toml").display()
-            ))
+            .arg(format!("BOXBUILD_CONFIG={}", catalog.display()))
             .arg(&exe)
             .args([
                 "--no-accel",

@@ -259,3 +259,72 @@ pub fn stdout(o: &Output) -> String {
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
+
+/// The unprivileged test user (`boxbuild-test`, a system user with subordinate ids, which
+/// user namespaces need), made if missing; its name and uid. Only as root.
+pub fn test_user() -> (&'static str, u32) {
+    let user = "boxbuild-test";
+    if Command::new("id").arg(user).output().unwrap().status.code() != Some(0) {
+        let made = Command::new("useradd")
+            .args(["--system", "--no-create-home", user])
+            .status()
+            .unwrap();
+        assert!(made.success(), "useradd failed");
+    }
+    let subuids = fs::read_to_string("/etc/subuid").unwrap_or_default();
+    if !subuids.lines().any(|l| l.starts_with(&format!("{user}:"))) {
+        let added = Command::new("usermod")
+            .args([
+                "--add-subuids",
+                "200000-265535",
+                "--add-subgids",
+                "200000-265535",
+                user,
+            ])
+            .status()
+            .unwrap();
+        assert!(added.success(), "usermod --add-subuids failed");
+    }
+    let uid = String::from_utf8(
+        Command::new("id")
+            .args(["-u", user])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .trim()
+    .parse()
+    .unwrap();
+    (user, uid)
+}
+
+/// Everything a test user needs, where it can read it: copies of the tiny box (with its
+/// catalog) and of boxbuild under `env`'s dir, all readable, and `env`'s tmp and home
+/// owned by `uid`. Returns the catalog and the boxbuild binary.
+pub fn hand_over(env: &Env, uid: u32) -> (PathBuf, PathBuf) {
+    let root = env.tmp.path();
+    let boxdir = root.join("box");
+    fs::create_dir(&boxdir).unwrap();
+    for f in ["kernel", "initrd", "disk.qcow2"] {
+        fs::copy(tiny_box_dir().join(f), boxdir.join(f)).unwrap();
+    }
+    let catalog = fs::read_to_string(tiny_box_dir().join("catalog.toml"))
+        .unwrap()
+        .replace(tiny_box_dir().to_str().unwrap(), boxdir.to_str().unwrap());
+    fs::write(boxdir.join("catalog.toml"), catalog).unwrap();
+    let exe = root.join("boxbuild");
+    fs::copy(env!("CARGO_BIN_EXE_boxbuild"), &exe).unwrap();
+    Command::new("chmod")
+        .args(["-R", "a+rX"])
+        .arg(root)
+        .status()
+        .unwrap();
+    Command::new("chown")
+        .args(["-R", &format!("{uid}")])
+        .arg(root.join("tmp"))
+        .arg(root.join("home"))
+        .status()
+        .unwrap();
+    (boxdir.join("catalog.toml"), exe)
+}
