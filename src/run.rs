@@ -455,7 +455,7 @@ fn build_in_container(run: ContainerRun) -> Result<u8> {
     );
     let spec_network = crate::container::network(&engine, network);
     if spec_network == crate::container::Network::Host {
-        ui.detail("the container shares the host's network: /dev/net/tun is not open to this user, which slirp4netns needs");
+        ui.warn("the container shares the host's network: /dev/net/tun is not open to this user, and slirp4netns needs it; a builder that mounts sysfs (kiwi does) fails so: make /dev/net/tun usable (mode 0666, most distributions' default) or run as root");
     }
     let spec = crate::container::Spec {
         engine: &engine,
