@@ -62,6 +62,11 @@ impl Spec<'_> {
         // images; rootless, all capabilities within the user's own namespace only, which
         // kiwi needs to mount /proc and bind mounts in the image root.
         args.push("--privileged".into());
+        if !self.engine.rootless {
+            // The host's /dev, so that partition nodes of loop devices made during the
+            // build (/dev/loop0p1) appear: a container's own /dev is filled once, at start.
+            args.extend(["--volume".into(), "/dev:/dev".into()]);
+        }
         args.push("--network".into());
         args.push(
             match self.network {
