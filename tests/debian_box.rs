@@ -3,7 +3,7 @@
 //! with the host's CA certificates), and a failing kiwi build passes its exit code and
 //! leaves result.log explaining why; and the box gives its builder what a normal system
 //! gives (docs/guest-agent.md, "What the builder finds in the box"). The full image builds
-//! are in scripts/e2e-kiwi.sh.
+//! are in scripts/e2e-kiwi.sh; the tarball example also builds here as a container.
 
 mod common;
 
@@ -163,4 +163,44 @@ fn the_builder_finds_what_a_normal_system_gives() {
         "{}",
         stderr(&out)
     );
+}
+
+#[test]
+fn the_tarball_example_builds_in_a_container() {
+    // SAFETY: getuid cannot fail.
+    if unsafe { libc::getuid() } != 0 {
+        return; // A rootless kiwi build needs /dev/net/tun open to the user (docs/container.md).
+    }
+    let env = Env::new();
+    let out = debian_build(
+        &env,
+        &["--container"],
+        &repo_root().join("examples/debian-tarball"),
+        &[],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("as a container"), "{}", stderr(&out));
+    let tarball = fs::read_dir(&env.out)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().ends_with(".tar.xz"))
+        .expect("no tarball in the target dir");
+    let listing = Command::new("tar")
+        .arg("-tJf")
+        .arg(&tarball)
+        .output()
+        .unwrap();
+    let names = String::from_utf8_lossy(&listing.stdout);
+    assert!(
+        names
+            .lines()
+            .any(|l| l.trim_start_matches("./") == "etc/os-release"),
+        "{names}"
+    );
+    assert!(fs::read_to_string(env.out.join("result.log"))
+        .unwrap()
+        .contains("Creating XZ compressed tar archive"));
 }
