@@ -185,6 +185,20 @@ fn rootless_for_a_normal_user_and_loop_device_types_refused() {
             .arg(format!("HOME={}", root.join("home").display()))
             .arg(format!("TMPDIR={}", root.join("tmp").display()))
             .arg("XDG_RUNTIME_DIR=")
+            // The user's own dirs, whatever the caller's environment names.
+            .arg(format!(
+                "XDG_CACHE_HOME={}",
+                root.join("home/.cache").display()
+            ))
+            .arg(format!(
+                "XDG_CONFIG_HOME={}",
+                root.join("home/.config").display()
+            ))
+            .arg(format!(
+                "XDG_DATA_HOME={}",
+                root.join("home/.local/share").display()
+            ))
+            .arg("BOXBUILD_CACHE_DIR=")
             .arg(format!("BOXBUILD_CONFIG={}", catalog.display()))
             .arg(&exe)
             .args(["--container", "--box", "tiny"])
