@@ -429,6 +429,19 @@ fn runs_as_an_unprivileged_user() {
             .args(["-u", user, "--", "env"])
             .arg(format!("HOME={}", root.join("home").display()))
             .arg(format!("TMPDIR={}", root.join("tmp").display()))
+            // The user's own dirs, whatever the caller's environment names.
+            .arg(format!(
+                "XDG_CACHE_HOME={}",
+                root.join("home/.cache").display()
+            ))
+            .arg(format!(
+                "XDG_CONFIG_HOME={}",
+                root.join("home/.config").display()
+            ))
+            .arg(format!(
+                "XDG_DATA_HOME={}",
+                root.join("home/.local/share").display()
+            ))
             .arg(format!("BOXBUILD_CONFIG={}", catalog.display()))
             .arg(&exe)
             .args([
