@@ -180,24 +180,8 @@ fn rootless_for_a_normal_user_and_loop_device_types_refused() {
     let root = env.tmp.path();
     let as_user = |extra: &[&str]| {
         let out_dir = root.join("tmp/out");
-        Command::new("runuser")
-            .args(["-u", user, "--", "env"])
-            .arg(format!("HOME={}", root.join("home").display()))
-            .arg(format!("TMPDIR={}", root.join("tmp").display()))
+        common::as_user(&env, user)
             .arg("XDG_RUNTIME_DIR=")
-            // The user's own dirs, whatever the caller's environment names.
-            .arg(format!(
-                "XDG_CACHE_HOME={}",
-                root.join("home/.cache").display()
-            ))
-            .arg(format!(
-                "XDG_CONFIG_HOME={}",
-                root.join("home/.config").display()
-            ))
-            .arg(format!(
-                "XDG_DATA_HOME={}",
-                root.join("home/.local/share").display()
-            ))
             .arg("BOXBUILD_CACHE_DIR=")
             .arg(format!("BOXBUILD_CONFIG={}", catalog.display()))
             .arg(&exe)

@@ -7,7 +7,7 @@ use common::{stderr, stdout, Env};
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::MetadataExt;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 fn argv_json(env: &Env) -> Vec<String> {
@@ -425,23 +425,7 @@ fn runs_as_an_unprivileged_user() {
     for backend in ["--9p-sharing", "--virtiofs-sharing", "--sshfs-sharing"] {
         let out_dir = root.join("tmp/out");
         let _ = fs::remove_dir_all(&out_dir);
-        let out = Command::new("runuser")
-            .args(["-u", user, "--", "env"])
-            .arg(format!("HOME={}", root.join("home").display()))
-            .arg(format!("TMPDIR={}", root.join("tmp").display()))
-            // The user's own dirs, whatever the caller's environment names.
-            .arg(format!(
-                "XDG_CACHE_HOME={}",
-                root.join("home/.cache").display()
-            ))
-            .arg(format!(
-                "XDG_CONFIG_HOME={}",
-                root.join("home/.config").display()
-            ))
-            .arg(format!(
-                "XDG_DATA_HOME={}",
-                root.join("home/.local/share").display()
-            ))
+        let out = common::as_user(&env, user)
             .arg(format!("BOXBUILD_CONFIG={}", catalog.display()))
             .arg(&exe)
             .args([

@@ -328,3 +328,26 @@ pub fn hand_over(env: &Env, uid: u32) -> (PathBuf, PathBuf) {
         .unwrap();
     (boxdir.join("catalog.toml"), exe)
 }
+
+/// `runuser -u USER -- env ...` with the user's own HOME, TMPDIR and XDG dirs under `env`'s
+/// dir (whatever the caller's environment names); the command to run follows.
+pub fn as_user(env: &Env, user: &str) -> Command {
+    let root = env.tmp.path();
+    let mut c = Command::new("runuser");
+    c.args(["-u", user, "--", "env"])
+        .arg(format!("HOME={}", root.join("home").display()))
+        .arg(format!("TMPDIR={}", root.join("tmp").display()))
+        .arg(format!(
+            "XDG_CACHE_HOME={}",
+            root.join("home/.cache").display()
+        ))
+        .arg(format!(
+            "XDG_CONFIG_HOME={}",
+            root.join("home/.config").display()
+        ))
+        .arg(format!(
+            "XDG_DATA_HOME={}",
+            root.join("home/.local/share").display()
+        ));
+    c
+}
