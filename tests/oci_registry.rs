@@ -108,25 +108,7 @@ fn pushed_box_pulls_boots_by_tag_and_digest_and_is_then_offline() {
     let digest = push(&setup, &reference, &[]);
 
     // The index: one manifest per architecture, the platform as for container images.
-    let index: serde_json::Value = serde_json::from_str(
-        &String::from_utf8(
-            Command::new("curl")
-                .args([
-                    "-sf",
-                    "-H",
-                    "Accept: application/vnd.oci.image.index.v1+json",
-                ])
-                .arg(format!(
-                    "http://{}/v2/boxes/tiny/manifests/1",
-                    registry.addr
-                ))
-                .output()
-                .unwrap()
-                .stdout,
-        )
-        .unwrap(),
-    )
-    .unwrap();
+    let index = manifest_json(&registry, "boxes/tiny", "1", INDEX);
     let mut platforms: Vec<&str> = index["manifests"]
         .as_array()
         .unwrap()
@@ -351,7 +333,7 @@ fn skopeo_and_oras_read_what_boxbuild_pushed() {
     let script = format!(
         "import oras.client\nc = oras.client.OrasClient(hostname='{0}', insecure=True)\nc.pull(target='{0}/boxes/tiny@{1}', outdir='{2}')\n",
         registry.addr,
-        host_manifest_digest(&registry),
+        host_manifest_digest(&registry, "boxes/tiny", "1"),
         oras_out.display()
     );
     let pulled = Command::new("python3")
@@ -369,36 +351,6 @@ fn skopeo_and_oras_read_what_boxbuild_pushed() {
             "{name}: {digest} not in the catalog"
         );
     }
-}
-
-fn host_manifest_digest(registry: &Registry) -> String {
-    let out = Command::new("curl")
-        .args([
-            "-sf",
-            "-H",
-            "Accept: application/vnd.oci.image.index.v1+json",
-        ])
-        .arg(format!(
-            "http://{}/v2/boxes/tiny/manifests/1",
-            registry.addr
-        ))
-        .output()
-        .unwrap();
-    let index: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let arch = if std::env::consts::ARCH == "aarch64" {
-        "arm64"
-    } else {
-        "amd64"
-    };
-    index["manifests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["platform"]["architecture"] == arch)
-        .unwrap()["digest"]
-        .as_str()
-        .unwrap()
-        .to_string()
 }
 
 #[test]
@@ -558,20 +510,7 @@ fn signatures_are_required_where_trust_says_so() {
 /// Replaces the index under `tag` with a changed one (an extra annotation): the bytes the
 /// signature covered are no longer what the tag names.
 fn tamper(registry: &Registry, repository: &str, tag: &str, digest: &str) {
-    let url = format!(
-        "http://{}/v2/{repository}/manifests/{digest}",
-        registry.addr
-    );
-    let out = Command::new("curl")
-        .args([
-            "-sf",
-            "-H",
-            "Accept: application/vnd.oci.image.index.v1+json",
-            &url,
-        ])
-        .output()
-        .unwrap();
-    let mut index: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut index = manifest_json(registry, repository, digest, INDEX);
     index["annotations"]["org.example.tampered"] = "yes".into();
     let body = dir_file(&serde_json::to_vec(&index).unwrap());
     let put = Command::new("curl")
@@ -892,25 +831,36 @@ fn a_disk_pushed_zstd_compressed_arrives_as_the_original() {
     ok(&setup.manage(&["verify"]));
 }
 
-fn host_manifest(registry: &Registry, repository: &str, tag: &str) -> serde_json::Value {
-    let get = |reference: &str, accept: &str| -> serde_json::Value {
-        let out = Command::new("curl")
-            .args(["-sf", "-H", &format!("Accept: {accept}")])
-            .arg(format!(
-                "http://{}/v2/{repository}/manifests/{reference}",
-                registry.addr
-            ))
-            .output()
-            .unwrap();
-        serde_json::from_slice(&out.stdout).unwrap()
-    };
-    let index = get(tag, "application/vnd.oci.image.index.v1+json");
+const INDEX: &str = "application/vnd.oci.image.index.v1+json";
+const MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+
+/// A manifest or index as the registry serves it (curl, the distribution API).
+fn manifest_json(
+    registry: &Registry,
+    repository: &str,
+    reference: &str,
+    accept: &str,
+) -> serde_json::Value {
+    let out = Command::new("curl")
+        .args(["-sf", "-H", &format!("Accept: {accept}")])
+        .arg(format!(
+            "http://{}/v2/{repository}/manifests/{reference}",
+            registry.addr
+        ))
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The digest of this host's architecture's manifest in the index under `tag`.
+fn host_manifest_digest(registry: &Registry, repository: &str, tag: &str) -> String {
+    let index = manifest_json(registry, repository, tag, INDEX);
     let arch = if std::env::consts::ARCH == "aarch64" {
         "arm64"
     } else {
         "amd64"
     };
-    let digest = index["manifests"]
+    index["manifests"]
         .as_array()
         .unwrap()
         .iter()
@@ -918,8 +868,12 @@ fn host_manifest(registry: &Registry, repository: &str, tag: &str) -> serde_json
         .unwrap()["digest"]
         .as_str()
         .unwrap()
-        .to_string();
-    get(&digest, "application/vnd.oci.image.manifest.v1+json")
+        .to_string()
+}
+
+fn host_manifest(registry: &Registry, repository: &str, tag: &str) -> serde_json::Value {
+    let digest = host_manifest_digest(registry, repository, tag);
+    manifest_json(registry, repository, &digest, MANIFEST)
 }
 
 #[test]
