@@ -1,8 +1,23 @@
-//! How the box runs, as the build's driver sees it: the process that is the box, a QEMU VM
-//! (`vm::guest`) or a container (`container`). The driver (the agent's frames or the
-//! plugin's `result.code`) only asks it whether the box has ended, why, and to stop.
+//! How the box runs: the process that is the box, a QEMU VM (`vm::launch`) or a container
+//! (`container::launch`). `run` settles a `Plan`, a launcher turns it into a running box
+//! (`Launched`), and a driver (`driver`) runs the build on it. The driver only asks the
+//! box whether it has ended, why, and to stop.
 
+use crate::builder_args::BuilderArgs;
+use crate::cli::BuildOptions;
 use crate::error::Error;
+use crate::job::JobPlace;
+use crate::library::Library;
+use crate::plugin_box;
+use crate::rundir::RunDir;
+use crate::session::Session;
+use crate::share::{ShareBackend, SharedDir};
+use crate::signals::SignalWatch;
+use crate::startup::Timeline;
+use crate::store::Ready as ResolvedBox;
+use crate::ui::Ui;
+use crate::vm::arch::ArchProfile;
+use std::any::Any;
 use std::process::ExitStatus;
 use std::time::Duration;
 
@@ -17,4 +32,39 @@ pub trait Guest {
     fn console_tail(&self) -> String;
     /// How long the box may take from its start to the agent's greeting.
     fn greeting_timeout(&self) -> Duration;
+}
+
+/// Everything `run` settled before the box runs, for either launcher.
+pub struct Plan<'a> {
+    pub opts: &'a BuildOptions,
+    pub ui: Ui,
+    pub the_box: &'a ResolvedBox,
+    /// The builder's arguments, checked.
+    pub args: &'a BuilderArgs,
+    pub library: &'a Library,
+    pub signals: &'a SignalWatch,
+    pub timeline: Timeline,
+    /// The box's architecture and how QEMU runs it.
+    pub profile: &'static ArchProfile,
+    /// The description, the target and `--shared-path`, with their guest paths.
+    pub shares: &'a [SharedDir],
+    /// How a VM reaches the shares (9p, virtiofs, sshfs); a container bind-mounts them.
+    pub share_backend: Box<dyn ShareBackend>,
+    pub memory_mib: u64,
+    pub cpus: u32,
+    /// A scratch area for the builder's work files, in MiB (`--scratch-size`).
+    pub scratch_mib: Option<u64>,
+    pub network: bool,
+    /// For a box of KIWI's Python plugin: what to ask of it (it has no agent).
+    pub plugin: Option<plugin_box::Request<'a>>,
+}
+
+/// A running box. Dropped in field order: the box stops first, then what it used.
+pub struct Launched {
+    pub session: Session,
+    /// Where an agent's job runs (for `job::job`).
+    pub place: JobPlace,
+    /// Held until the box has stopped: share helpers, a persistent layer.
+    pub _held: Vec<Box<dyn Any>>,
+    pub _run_dir: RunDir,
 }

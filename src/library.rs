@@ -74,6 +74,18 @@ impl Library {
         names
     }
 
+    /// Whether something checked `age_secs` ago is due for a new check: always with
+    /// `box update`, never with --no-update-check, else once per update interval.
+    pub fn due(&self, age_secs: u64) -> Result<bool> {
+        Ok(match self.refresh {
+            Refresh::Now => true,
+            Refresh::Never => false,
+            Refresh::WhenDue => {
+                age_secs >= catalog::update_check_interval(&self.catalogs)?.as_secs()
+            }
+        })
+    }
+
     /// A box no catalog names may be one of KIWI's Python plugin (its configuration file,
     /// else its public boxes): its catalog entry is made from the server's files.
     fn add_plugin_box(&mut self, name: &str, arch: &str) -> Result<()> {

@@ -84,17 +84,20 @@ fn refuse(what: &str, word: &OsStr) -> Error {
 }
 
 /// What the build asks of the box.
+#[derive(Clone)]
 pub struct Request<'a> {
-    /// The box's own command line (root=, console=, ...).
+    /// The box's own command line (root=, console=, ...); empty for a container.
     pub base: &'a str,
     pub kiwi: Vec<OsString>,
-    pub backend: Backend,
+    /// How a VM mounts the shares; None for a container, where they are bind mounts.
+    pub backend: Option<Backend>,
     pub kiwi_version: Option<&'a str>,
     pub custom_path: Option<&'a Path>,
     pub keep_open: bool,
 }
 
-/// The kernel command line for the request, or a one-line refusal.
+/// The kernel command line for the request (for a container, the line of
+/// `/container.cmdline`), or a one-line refusal.
 pub fn cmdline(request: &Request) -> Result<String> {
     let mut words = Vec::new();
     for word in &request.kiwi {
@@ -104,19 +107,20 @@ pub fn cmdline(request: &Request) -> Result<String> {
         }
     }
     let backend = match request.backend {
-        Backend::NineP => "9p",
-        Backend::Virtiofs => "virtiofs",
-        Backend::Sshfs => {
+        None => None,
+        Some(Backend::NineP) => Some("9p"),
+        Some(Backend::Virtiofs) => Some("virtiofs"),
+        Some(Backend::Sshfs) => {
             return Err(Error::setup(
                 "--sshfs-sharing is not available with boxes of KIWI's Python plugin: they mount sshfs over SSH with a key authorised on the host; use --9p-sharing or --virtiofs-sharing",
             ))
         }
     };
-    let mut line = format!(
-        "{} kiwi=\"{}\" sharing_backend=_{backend}_",
-        request.base.trim(),
-        words.join(" ")
-    );
+    let mut line = format!("{} kiwi=\"{}\"", request.base.trim(), words.join(" "));
+    if let Some(backend) = backend {
+        line.push_str(&format!(" sharing_backend=_{backend}_"));
+    }
+    let mut line = line.trim_start().to_string();
     if let Some(version) = request.kiwi_version {
         if !plain(version) {
             return Err(refuse("--kiwi-version", OsStr::new(version)));
@@ -184,7 +188,7 @@ mod tests {
         Request {
             base: "console=hvc0 root=/dev/vda3",
             kiwi,
-            backend: Backend::NineP,
+            backend: Some(Backend::NineP),
             kiwi_version: None,
             custom_path: None,
             keep_open: false,
@@ -221,7 +225,7 @@ mod tests {
             assert!(e.contains("cannot be passed"), "{bad}: {e}");
         }
         let mut r = request(vec![]);
-        r.backend = Backend::Sshfs;
+        r.backend = Some(Backend::Sshfs);
         assert!(cmdline(&r)
             .unwrap_err()
             .to_string()

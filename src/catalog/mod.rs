@@ -111,6 +111,10 @@ pub struct VersionEntry {
     pub protocol: Option<Protocol>,
     pub scratch: Option<String>,
     pub network: Option<bool>,
+    /// The box as a container image, for `--container` (an image reference as podman
+    /// takes it, e.g. `registry.example.org/boxes/debian:12`); the plugin's `container:`.
+    #[serde(default)]
+    pub container: Option<String>,
 }
 
 impl VersionEntry {

@@ -50,6 +50,8 @@ pub struct PluginArch {
     pub boxfiles: Vec<String>,
     #[serde(default)]
     pub use_initrd: bool,
+    /// The box as a container image, run by `--container`.
+    pub container: Option<String>,
 }
 
 /// The plugin's search order: `$KIWI_BOXED_PLUGIN_CFG`, `./kiwi_boxed_plugin.yml`,
@@ -226,6 +228,9 @@ pub fn synthesize(config: &PluginConfig, name: &str, arch: &str, http: &Http) ->
             quote(kernel_url.as_str()),
             quote(&kernel_sha)
         ));
+    }
+    if let Some(image) = a.container.as_deref().filter(|i| !i.trim().is_empty()) {
+        toml.push_str(&format!("container = {}\n", quote(image.trim())));
     }
     toml.push_str(&format!(
         "disk = {{ url = {}, sha256 = {} }}\n",

@@ -5,13 +5,16 @@
 //! overlay. Rootless for a normal user; privileged for root, as KIWI's plugin runs it.
 
 pub mod engine;
+pub mod image;
 pub mod kiwi_type;
+mod launch;
 pub mod rootfs;
+
+pub use launch::launch;
 
 use crate::error::Error;
 use crate::guest::Guest;
 use crate::output;
-use crate::share::SharedDir;
 use engine::Engine;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -26,19 +29,43 @@ pub const AGENT_SOCKET: &str = "/run/boxbuild-agent.sock";
 const GREETING_TIMEOUT: Duration = Duration::from_secs(60);
 const CONSOLE_TAIL_LINES: usize = 15;
 
+/// What the container runs: the box's unpacked root with a command, or an image with its
+/// own entrypoint.
+pub enum Root<'a> {
+    /// A root file system directory (`--rootfs DIR:O`: writes go to a throw-away overlay).
+    Dir(&'a Path),
+    /// An image in the engine's storage.
+    Image(&'a str),
+}
+
+/// A host path bind-mounted into the container.
+pub struct Volume {
+    pub host: PathBuf,
+    pub guest: PathBuf,
+    pub readonly: bool,
+}
+
+impl Volume {
+    pub fn new(host: impl Into<PathBuf>, guest: impl Into<PathBuf>, readonly: bool) -> Volume {
+        Volume {
+            host: host.into(),
+            guest: guest.into(),
+            readonly,
+        }
+    }
+}
+
 /// What the container is made of.
 pub struct Spec<'a> {
     pub engine: &'a Engine,
     pub name: String,
-    pub rootfs: &'a Path,
-    /// The agent inside the root file system (the box's `init=`).
-    pub agent: &'a str,
-    pub shares: &'a [SharedDir],
-    /// The host end of the agent's socket.
-    pub agent_socket: &'a Path,
+    pub root: Root<'a>,
+    /// The command; empty for an image's own entrypoint.
+    pub command: Vec<OsString>,
+    pub volumes: Vec<Volume>,
     pub network: Network,
-    /// A host directory for the builder's work files, mounted at /var/tmp.
-    pub scratch: Option<&'a Path>,
+    /// `NAME=value` pairs for the container's environment.
+    pub env: Vec<String>,
 }
 
 impl Spec<'_> {
@@ -77,30 +104,31 @@ impl Spec<'_> {
             }
             .into(),
         );
-        for share in self.shares {
-            let mut volume = OsString::from(&share.host);
-            volume.push(":");
-            volume.push(&share.guest);
-            if share.readonly {
-                volume.push(":ro");
+        // The environment is exactly what boxbuild passes, not podman's copy of the
+        // host's proxy variables.
+        args.push("--http-proxy=false".into());
+        for pair in &self.env {
+            args.extend(["--env".into(), pair.into()]);
+        }
+        for volume in &self.volumes {
+            let mut text = OsString::from(&volume.host);
+            text.push(":");
+            text.push(&volume.guest);
+            if volume.readonly {
+                text.push(":ro");
             }
-            args.extend(["--volume".into(), volume]);
+            args.extend(["--volume".into(), text]);
         }
-        let mut socket = OsString::from(self.agent_socket);
-        socket.push(":");
-        socket.push(AGENT_SOCKET);
-        args.extend(["--volume".into(), socket]);
-        if let Some(scratch) = self.scratch {
-            let mut volume = OsString::from(scratch);
-            volume.push(":/var/tmp");
-            args.extend(["--volume".into(), volume]);
+        match self.root {
+            Root::Dir(dir) => {
+                // `--rootfs` is a flag: the image position then holds the directory.
+                let mut root = OsString::from(dir);
+                root.push(":O");
+                args.extend(["--rootfs".into(), root]);
+            }
+            Root::Image(image) => args.push(image.into()),
         }
-        // `--rootfs` is a flag: the image position then holds the directory (`:O`, an
-        // overlay whose writes are thrown away with the container).
-        let mut root = OsString::from(self.rootfs);
-        root.push(":O");
-        args.extend(["--rootfs".into(), root]);
-        args.extend([self.agent.into(), "--socket".into(), AGENT_SOCKET.into()]);
+        args.extend(self.command.iter().cloned());
         args
     }
 }

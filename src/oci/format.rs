@@ -65,6 +65,9 @@ pub struct BoxConfig {
     pub scratch: Option<String>,
     #[serde(default = "yes")]
     pub network: bool,
+    /// The box as a container image (`--container`), as podman takes the reference.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
 }
 
 fn yes() -> bool {
@@ -91,6 +94,7 @@ impl BoxConfig {
             },
             scratch: settings.scratch,
             network: settings.network,
+            container: version.container.clone(),
         }
     }
 }
@@ -198,6 +202,7 @@ pub fn version_entry(
         protocol,
         scratch: config.scratch.clone(),
         network: Some(config.network),
+        container: config.container.clone(),
     })
 }
 
@@ -249,6 +254,7 @@ mod tests {
             protocol: None,
             scratch: None,
             network: true,
+            container: None,
         };
         let k = format!("sha256:{}", "1".repeat(64));
         let d = format!("sha256:{}", "2".repeat(64));

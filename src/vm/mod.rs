@@ -3,6 +3,7 @@
 pub mod accel;
 pub mod arch;
 pub mod kernel;
+pub mod launch;
 pub mod overlay;
 pub mod process;
 pub mod qemu;
