@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Benchmark of the Debian kiwi box: its build time and size, boot-to-ready, and the wall
-# time of the example kiwi build (examples/debian-tarball) through boxbuild beside the
-# same kiwi build run directly on the host (as root, kiwi from PyPI in a venv). One run
-# each, on one machine. Prints a Markdown section; scripts/bench.sh puts it into
+# time of the example kiwi build (examples/debian-tarball) through boxbuild, in the VM
+# and with --container, beside the same kiwi build run directly on the host (as root,
+# kiwi from PyPI in a venv). One run each, on one machine. Prints a Markdown section; scripts/bench.sh puts it into
 # docs/benchmarks.md.
 #
 #   scripts/bench-kiwi.sh [--arch aarch64]
@@ -36,7 +36,7 @@ t0=$(now)
 "$boxbuild" -v --no-accel --box debian --arch "$arch" -- --description "$here/examples/debian-tarball" \
   --target-dir "$work/version" --version >"$work/version.log" 2>&1
 version_s=$(printf '%.1f' "$(echo "$(now) - $t0" | bc -l)")
-ready_s=$(sed -n 's/.*agent .* ready \([0-9.]*\)s after QEMU started.*/\1/p' "$work/version.log")
+ready_s=$(sed -n 's/.*agent .* ready \([0-9.]*\)s after the box started.*/\1/p' "$work/version.log")
 started_s=$(sed -n 's/.*start-up: .*builder at \([0-9.]*\)s$/\1/p' "$work/version.log")
 
 echo ">> kiwi build of examples/debian-tarball through boxbuild" >&2
@@ -48,6 +48,29 @@ boxbuild_s=$(since "$t0")
 tarball=$(ls "$work"/through-boxbuild/*.tar.xz | head -n1)
 tarball_mib=$(( $(stat -c %s "$tarball") / 1048576 ))
 
+container_row="| the same build with \`--container\` | not run: podman is not installed |"
+container_version_row=""
+container_s=""
+if command -v podman >/dev/null && [ "$arch" = "$(uname -m)" ]; then
+  echo ">> kiwi-ng --version and the kiwi build with --container" >&2
+  t0=$(now)
+  "$boxbuild" -v --container --box debian -- --description "$here/examples/debian-tarball" \
+    --target-dir "$work/version-container" --version >"$work/version-container.log" 2>&1
+  cversion_s=$(printf '%.1f' "$(echo "$(now) - $t0" | bc -l)")
+  cstarted_s=$(sed -n 's/.*start-up: .*builder at \([0-9.]*\)s$/\1/p' "$work/version-container.log")
+  container_version_row="| the same with \`--container\`, root file system already unpacked: \`kiwi-ng --version\` started / whole run | $cstarted_s s / $cversion_s s |"
+  t0=$(now)
+  if "$boxbuild" --container --box debian -- --description "$here/examples/debian-tarball" \
+      --target-dir "$work/in-container" >"$work/container.log" 2>&1; then
+    container_s=$(since "$t0")
+    mode=rootless; [ "$(id -u)" = 0 ] && mode=privileged
+    container_row="| the same build with \`--container\` ($mode, native CPU) | $(minutes "$container_s") |"
+  else
+    container_row="| the same build with \`--container\` | failed: $(tail -n 1 "$work/container.log") |"
+  fi
+fi
+
+host_s=""
 host_row="| the same kiwi build on the host (root, kiwi $kiwi_version in a venv) | not run: needs root and an $arch host |"
 if [ "$(id -u)" = 0 ] && [ "$arch" = "$(uname -m)" ]; then
   venv=$here/target/kiwi-venv
@@ -56,10 +79,65 @@ if [ "$(id -u)" = 0 ] && [ "$arch" = "$(uname -m)" ]; then
   t0=$(now)
   if "$venv/bin/kiwi-ng" system build --description "$here/examples/debian-tarball" \
       --target-dir "$work/on-host" >"$work/host.log" 2>&1; then
-    host_row="| the same kiwi build on the host (root, kiwi $kiwi_version in a venv, native CPU) | $(minutes "$(since "$t0")") |"
+    container_row="| the same build with \`--container\` | not run: podman is not installed |"
+container_version_row=""
+container_s=""
+if command -v podman >/dev/null && [ "$arch" = "$(uname -m)" ]; then
+  echo ">> kiwi-ng --version and the kiwi build with --container" >&2
+  t0=$(now)
+  "$boxbuild" -v --container --box debian -- --description "$here/examples/debian-tarball" \
+    --target-dir "$work/version-container" --version >"$work/version-container.log" 2>&1
+  cversion_s=$(printf '%.1f' "$(echo "$(now) - $t0" | bc -l)")
+  cstarted_s=$(sed -n 's/.*start-up: .*builder at \([0-9.]*\)s$/\1/p' "$work/version-container.log")
+  container_version_row="| the same with \`--container\`, root file system already unpacked: \`kiwi-ng --version\` started / whole run | $cstarted_s s / $cversion_s s |"
+  t0=$(now)
+  if "$boxbuild" --container --box debian -- --description "$here/examples/debian-tarball" \
+      --target-dir "$work/in-container" >"$work/container.log" 2>&1; then
+    container_s=$(since "$t0")
+    mode=rootless; [ "$(id -u)" = 0 ] && mode=privileged
+    container_row="| the same build with \`--container\` ($mode, native CPU) | $(minutes "$container_s") |"
   else
-    host_row="| the same kiwi build on the host | failed: $(tail -n 1 "$work/host.log") |"
+    container_row="| the same build with \`--container\` | failed: $(tail -n 1 "$work/container.log") |"
   fi
+fi
+
+host_s=""
+host_row="| the same kiwi build on the host (root, kiwi $kiwi_version in a venv, native CPU) | $(minutes "$(since "$t0")") |"
+  else
+    container_row="| the same build with \`--container\` | not run: podman is not installed |"
+container_version_row=""
+container_s=""
+if command -v podman >/dev/null && [ "$arch" = "$(uname -m)" ]; then
+  echo ">> kiwi-ng --version and the kiwi build with --container" >&2
+  t0=$(now)
+  "$boxbuild" -v --container --box debian -- --description "$here/examples/debian-tarball" \
+    --target-dir "$work/version-container" --version >"$work/version-container.log" 2>&1
+  cversion_s=$(printf '%.1f' "$(echo "$(now) - $t0" | bc -l)")
+  cstarted_s=$(sed -n 's/.*start-up: .*builder at \([0-9.]*\)s$/\1/p' "$work/version-container.log")
+  container_version_row="| the same with \`--container\`, root file system already unpacked: \`kiwi-ng --version\` started / whole run | $cstarted_s s / $cversion_s s |"
+  t0=$(now)
+  if "$boxbuild" --container --box debian -- --description "$here/examples/debian-tarball" \
+      --target-dir "$work/in-container" >"$work/container.log" 2>&1; then
+    container_s=$(since "$t0")
+    mode=rootless; [ "$(id -u)" = 0 ] && mode=privileged
+    container_row="| the same build with \`--container\` ($mode, native CPU) | $(minutes "$container_s") |"
+  else
+    container_row="| the same build with \`--container\` | failed: $(tail -n 1 "$work/container.log") |"
+  fi
+fi
+
+host_s=""
+host_row="| the same kiwi build on the host | failed: $(tail -n 1 "$work/host.log") |"
+  fi
+fi
+
+ratios=""
+if [ -n "$container_s" ] && [ "$container_s" -gt 0 ]; then
+  ratios="With \`--container\` the build took $(echo "scale=1; $boxbuild_s / $container_s" | bc -l)x less time than in the emulated VM"
+  if [ -n "$host_s" ] && [ "$host_s" -gt 0 ]; then
+    ratios="$ratios, and $(echo "scale=0; ($container_s - $host_s) * 100 / $host_s" | bc -l)% more than kiwi run natively on the host"
+  fi
+  ratios="$ratios."
 fi
 
 cat <<MD
@@ -71,8 +149,12 @@ cat <<MD
 | box size: compressed qcow2 disk (virtual size $virtual_gib) / kernel + initrd | $disk_mib MiB / $kernel_mib MiB |
 | QEMU started -> agent ready (TCG) | $ready_s s |
 | boxbuild invoked -> \`kiwi-ng --version\` started / whole run | $started_s s / $version_s s |
+$container_version_row
 | kiwi build of \`examples/debian-tarball\` through boxbuild (TCG, 2 vCPUs, scratch disk) | $(minutes "$boxbuild_s") |
+$container_row
 $host_row
+
+$ratios
 
 The root tarball it builds is $tarball_mib MiB. Under TCG every instruction of apt, dpkg
 and xz is emulated, which is what the difference to the native build measures; with KVM

@@ -254,7 +254,16 @@ impl Library {
         }
     }
 
-    pub fn ready(&mut self, box_ref: &str, arch: &str, tell_newer: bool) -> Result<Ready> {
+    /// The box for a build, its files at hand (fetched if need be). With `container`, a
+    /// box of KIWI's plugin that names a container image is resolved without its VM
+    /// files: the image is what runs.
+    pub fn ready(
+        &mut self,
+        box_ref: &str,
+        arch: &str,
+        tell_newer: bool,
+        container: bool,
+    ) -> Result<Ready> {
         let box_ref = &self.add_oci_box(box_ref)?;
         self.add_catalog_oci_box(box_ref)?;
         let name = catalog::parse_box_ref(box_ref).0;
@@ -263,6 +272,13 @@ impl Library {
             return Err(catalog::unknown_box(name, &self.known_boxes()));
         }
         let found = self.find(box_ref, arch)?;
+        let newest = found.newest();
+        if container
+            && newest.container.is_some()
+            && found.entry.settings(newest).protocol == catalog::Protocol::KiwiBoxedPlugin
+        {
+            return Ok(store::image_only(&found, newest));
+        }
         let (version, newer) = store::choose(&self.store, &found)?;
         if let (Some(newer), true) = (newer, tell_newer) {
             self.ui.warn(&format!(

@@ -106,10 +106,12 @@ pub fn build(opts: &BuildOptions, ui: Ui) -> Result<u8> {
         Refresh::WhenDue
     };
     let mut library = Library::open(ui, refresh, signals.clone())?;
-    let the_box = library.ready(box_ref, arch, !opts.no_update_check)?;
+    let the_box = library.ready(box_ref, arch, !opts.no_update_check, opts.container)?;
     timeline.mark("catalog");
     ui.detail(&format!("box {} from {}", the_box.name, the_box.source));
-    the_box.tell_boot_kernel(ui);
+    if !opts.container {
+        the_box.tell_boot_kernel(ui);
+    }
     let plugin = match the_box.settings.protocol {
         Protocol::BoxbuildAgent => None,
         Protocol::KiwiBoxedPlugin => {

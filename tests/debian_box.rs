@@ -10,6 +10,7 @@ mod common;
 use common::userland::{self, now};
 use common::{debian_box_dir, ok, repo_root, stderr, stdout, Env};
 use std::fs;
+use std::os::unix::fs::MetadataExt;
 use std::process::Command;
 
 /// The kiwi version the recipe installs by default.
@@ -165,42 +166,174 @@ fn the_builder_finds_what_a_normal_system_gives() {
     );
 }
 
-#[test]
-fn the_tarball_example_builds_in_a_container() {
-    // SAFETY: getuid cannot fail.
-    if unsafe { libc::getuid() } != 0 {
-        return; // A rootless kiwi build needs /dev/net/tun open to the user (docs/container.md).
+/// A `--container` build of `example` on the Debian box, by the caller or, when `user` is
+/// given, by that unprivileged user (rootless) with its own dirs under `env`'s; the target
+/// dir is `env.out`, or one the user owns. Returns the output and the target dir.
+fn container_build(
+    env: &Env,
+    example: &str,
+    user: Option<(&str, u32)>,
+) -> (std::process::Output, std::path::PathBuf) {
+    let description = repo_root().join("examples").join(example);
+    let Some((user, uid)) = user else {
+        let out = debian_build(env, &["--container"], &description, &[])
+            .output()
+            .unwrap();
+        return (out, env.out.clone());
+    };
+    let root = env.tmp.path();
+    let exe = root.join("boxbuild");
+    fs::copy(env!("CARGO_BIN_EXE_boxbuild"), &exe).unwrap();
+    let target = root.join("tmp/out");
+    fs::create_dir_all(&target).unwrap();
+    for dir in [root.join("tmp"), root.join("home")] {
+        Command::new("chown")
+            .args(["-R", &uid.to_string()])
+            .arg(dir)
+            .status()
+            .unwrap();
     }
-    let env = Env::new();
-    let out = debian_build(
-        &env,
-        &["--container"],
-        &repo_root().join("examples/debian-tarball"),
-        &[],
-    )
-    .output()
-    .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(stderr(&out).contains("as a container"), "{}", stderr(&out));
-    let tarball = fs::read_dir(&env.out)
+    Command::new("chmod")
+        .arg("a+rx")
+        .arg(root)
+        .arg(&exe)
+        .status()
+        .unwrap();
+    let out = common::as_user(env, user)
+        .arg("XDG_RUNTIME_DIR=")
+        .arg(format!(
+            "BOXBUILD_CONFIG={}",
+            debian_box_dir().join("catalog.toml").display()
+        ))
+        .arg(&exe)
+        .args(["--box", "debian", "--container", "--", "--description"])
+        .arg(&description)
+        .arg("--target-dir")
+        .arg(&target)
+        .output()
+        .unwrap();
+    (out, target)
+}
+
+/// The file in `dir` whose name ends with `suffix`.
+fn artifact(dir: &std::path::Path, suffix: &str) -> std::path::PathBuf {
+    fs::read_dir(dir)
         .unwrap()
         .flatten()
         .map(|e| e.path())
-        .find(|p| p.to_string_lossy().ends_with(".tar.xz"))
-        .expect("no tarball in the target dir");
+        .find(|p| p.to_string_lossy().ends_with(suffix))
+        .unwrap_or_else(|| panic!("no {suffix} in {}", dir.display()))
+}
+
+/// The tarball holds a bookworm root whose files belong to root, setuid bits kept.
+fn check_root_tarball(dir: &std::path::Path) {
+    let tarball = artifact(dir, ".tar.xz");
     let listing = Command::new("tar")
-        .arg("-tJf")
+        .arg("-tvJf")
         .arg(&tarball)
         .output()
         .unwrap();
     let names = String::from_utf8_lossy(&listing.stdout);
-    assert!(
+    let entry = |path: &str| {
         names
             .lines()
-            .any(|l| l.trim_start_matches("./") == "etc/os-release"),
-        "{names}"
-    );
-    assert!(fs::read_to_string(env.out.join("result.log"))
+            .find(|l| l.trim_end().ends_with(&format!(" {path}")))
+            .unwrap_or_else(|| panic!("no {path} in {}", tarball.display()))
+            .to_string()
+    };
+    assert!(entry("usr/lib/os-release").contains("root/root"), "{names}");
+    assert!(entry("usr/bin/passwd").starts_with("-rwsr-xr-x root/root"));
+    let os_release = Command::new("tar")
+        .arg("-xJOf")
+        .arg(&tarball)
+        .arg("./usr/lib/os-release")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&os_release.stdout).contains("VERSION_CODENAME=bookworm"));
+    assert!(fs::read_to_string(dir.join("result.log"))
         .unwrap()
         .contains("Creating XZ compressed tar archive"));
+}
+
+#[test]
+fn the_tarball_example_builds_in_a_container_as_root_and_rootless() {
+    // SAFETY: getuid cannot fail.
+    let is_root = unsafe { libc::getuid() } == 0;
+    let env = Env::new();
+    let (out, target) = container_build(&env, "debian-tarball", None);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let mode = if is_root { "privileged" } else { "rootless" };
+    assert!(stderr(&out).contains(mode), "{}", stderr(&out));
+    check_root_tarball(&target);
+    if !is_root {
+        return;
+    }
+    // The same as a normal user: a rootless container, artifacts owned by the user.
+    let user = common::test_user();
+    let env = Env::new();
+    let (out, target) = container_build(&env, "debian-tarball", Some(user));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("rootless"), "{}", stderr(&out));
+    check_root_tarball(&target);
+    assert_eq!(
+        fs::metadata(artifact(&target, ".tar.xz")).unwrap().uid(),
+        user.1
+    );
+}
+
+#[test]
+fn the_container_example_builds_rootless_and_the_disk_example_is_refused() {
+    // SAFETY: getuid cannot fail.
+    let user = match unsafe { libc::getuid() } {
+        0 => Some(common::test_user()),
+        _ => None,
+    };
+    let env = Env::new();
+    let (out, target) = container_build(&env, "debian-container", user);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("rootless"), "{}", stderr(&out));
+    // An OCI archive skopeo reads, whose layer holds a bookworm root.
+    let archive = artifact(&target, ".oci.tar.xz");
+    let plain = env.tmp.path().join("image.oci.tar");
+    let unpacked = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "xz -dc '{}' > '{}'",
+            archive.display(),
+            plain.display()
+        ))
+        .status()
+        .unwrap();
+    assert!(unpacked.success());
+    let layout = env.tmp.path().join("image");
+    let copied = Command::new("skopeo")
+        .args(["copy", "-q"])
+        .arg(format!("oci-archive:{}", plain.display()))
+        .arg(format!("dir:{}", layout.display()))
+        .output()
+        .unwrap();
+    assert!(copied.status.success(), "{}", stderr(&copied));
+    let bookworm = fs::read_dir(&layout).unwrap().flatten().any(|layer| {
+        let os_release = Command::new("tar")
+            .arg("-xzOf")
+            .arg(layer.path())
+            .args(["--wildcards", "*usr/lib/os-release"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&os_release.stdout).contains("VERSION_CODENAME=bookworm")
+    });
+    assert!(bookworm, "no layer holds a bookworm os-release");
+    if let Some((_, uid)) = user {
+        assert_eq!(fs::metadata(&archive).unwrap().uid(), uid);
+    }
+    // A disk image needs loop devices: refused in one line before a container starts.
+    let env = Env::new();
+    let (out, _) = container_build(&env, "debian-disk", user);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(125), "{err}");
+    assert!(
+        err.contains("'oem'") && err.contains("drop --container"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
 }

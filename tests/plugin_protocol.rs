@@ -301,3 +301,155 @@ fn kiwi_boxed_plugin_yml_is_found_where_the_plugin_looks_and_errors_name_it() {
     );
     assert_eq!(err.lines().count(), 1, "{err}");
 }
+
+/// Containers of boxbuild processes that have ended (none should outlive its build);
+/// containers of builds still running elsewhere are not counted.
+fn containers_of_this_test(env: &Env) -> String {
+    let out = Command::new("podman")
+        .args(["ps", "--all", "--format", "{{.Names}} {{.Labels}}"])
+        .env("HOME", env.tmp.path().join("home"))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| {
+            l.split("org.boxbuild.pid:")
+                .nth(1)
+                .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+                .is_some_and(|pid| !std::path::Path::new("/proc").join(pid).exists())
+        })
+        .map(str::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn with_container_a_plugin_box_runs_its_container_image_from_a_registry() {
+    let env = Env::new();
+    // The box's container image (boxes/tiny/build.sh --plugin), served by a real registry.
+    let registry = common::registry::Registry::start(&env.tmp.path().join("registry"), None);
+    let image = format!("{}/boxes/tiny-plugin:latest", registry.addr);
+    let layout = plugin_box_dir().join("container");
+    let copied = Command::new("skopeo")
+        .arg("copy")
+        .arg("--dest-tls-verify=false")
+        .arg(format!("oci:{}:latest", layout.display()))
+        .arg(format!("docker://{image}"))
+        .output()
+        .unwrap();
+    assert!(copied.status.success(), "{}", stderr(&copied));
+    let conf = common::registry::registries_conf(env.tmp.path(), &[&registry.addr]);
+    // Published as the plugin publishes its boxes, with `container:` in its configuration.
+    let www = env.tmp.path().join("www");
+    publish_like_the_plugin(&www, "{\"packages\": 1}\n");
+    let server = common::http::HttpServer::start(&www);
+    let config = env.tmp.path().join("boxes.yml");
+    fs::write(
+        &config,
+        format!(
+            "{}        container: {image}\n",
+            plugin_config(&server.url("images"))
+        ),
+    )
+    .unwrap();
+    let empty = env.tmp.path().join("empty.toml");
+    fs::write(&empty, "").unwrap();
+    let custom = env.tmp.path().join("custom");
+    fs::create_dir_all(&custom).unwrap();
+    fs::write(custom.join("repo-file"), "").unwrap();
+    env.script("echo building in a container; touch /description/written && echo WROTE; exit 6\n");
+    let build = || {
+        let mut c = env.boxbuild();
+        c.env("BOXBUILD_CONFIG", &empty)
+            .env("KIWI_BOXED_PLUGIN_CFG", &config)
+            .env("KIWI_BOXED_CACHE_DIR", env.tmp.path().join("kiwi-boxes"))
+            .env("CONTAINERS_REGISTRIES_CONF", &conf)
+            .args(["--box", "plugbox", "--container", "--type", "tbz"])
+            .args(["--kiwi-version", "9.24.1", "--shared-path"])
+            .arg(&custom)
+            .args(["--", "--add-package", "vim", "--description"])
+            .arg(&env.desc)
+            .arg("--target-dir")
+            .arg(&env.out);
+        c.output().unwrap()
+    };
+    let pulls = || {
+        registry
+            .requests()
+            .iter()
+            .filter(|r| r.starts_with("GET /v2/boxes/tiny-plugin/manifests/"))
+            .count()
+    };
+    let pulled_by_copy = pulls();
+
+    let out = build();
+    assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
+    assert!(stderr(&out).contains("as a container"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("pulling"), "{}", stderr(&out));
+    // The plugin's container protocol: /container.cmdline, /description, /bundle.
+    assert_eq!(
+        read(&env, "kiwi-args.txt"),
+        "--type\ntbz\nsystem\nbuild\n--add-package\nvim\n"
+    );
+    assert_eq!(read(&env, "sharing-backend.txt").trim(), "container");
+    assert_eq!(read(&env, "kiwi-version.txt").trim(), "9.24.1");
+    assert_eq!(
+        read(&env, "custom-mount.txt").trim(),
+        custom.to_str().unwrap()
+    );
+    assert_eq!(read(&env, "custom-listing.txt").trim(), "repo-file");
+    // Its output is the build's output; the description stays read-only.
+    assert!(
+        stdout(&out).contains("building in a container"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(!stdout(&out).contains("WROTE"), "{}", stdout(&out));
+    assert!(!env.desc.join("written").exists());
+    assert_eq!(read(&env, "result.code").trim(), "6");
+    assert!(pulls() > pulled_by_copy, "{:?}", registry.requests());
+    // The image is what runs: the VM's box files are not fetched.
+    let vm_files: Vec<String> = server
+        .log()
+        .into_iter()
+        .map(|l| l.path)
+        .filter(|p| p.ends_with(".qcow2") || p.ends_with(".tar.xz"))
+        .collect();
+    assert!(vm_files.is_empty(), "{vm_files:?}");
+    // Nothing is left: no container, no run dir.
+    assert!(
+        containers_of_this_test(&env).is_empty(),
+        "{}",
+        containers_of_this_test(&env)
+    );
+    assert!(env.leftover_run_dirs().is_empty());
+
+    // Within the update interval the image at hand is used: no request for it.
+    let before = pulls();
+    let out = build();
+    assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("pulling"), "{}", stderr(&out));
+    assert_eq!(pulls(), before);
+
+    // A result.code missing is a failure, not success as the plugin has it.
+    fs::write(env.desc.join("no-result-code"), "").unwrap();
+    let out = build();
+    assert_eq!(out.status.code(), Some(123), "{}", stderr(&out));
+    assert!(stderr(&out).contains("result.code"), "{}", stderr(&out));
+
+    let _ = Command::new("podman")
+        .args(["rmi", "--force", &image])
+        .output();
+}
+
+#[test]
+fn with_container_a_plugin_box_without_an_image_is_refused_in_one_line() {
+    let env = Env::new();
+    let out = plugin_build(&env, &["--container"], &[]).output().unwrap();
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("names no container image") && err.lines().count() == 1,
+        "{err}"
+    );
+}

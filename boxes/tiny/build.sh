@@ -10,7 +10,10 @@
 # apt state, whatever the host runs.
 #
 # With --plugin the box is "tiny-plugin": instead of the agent it runs plugin-init.sh, which
-# speaks the kernel-command-line protocol of KIWI's Python boxbuild plugin (for tests).
+# speaks the kernel-command-line protocol of KIWI's Python boxbuild plugin (for tests), and
+# the same root is also written as a container image speaking the plugin's container
+# protocol: OUTDIR/container, an OCI image layout (tag "latest"; made with umoci), for
+# `skopeo copy oci:OUTDIR/container:latest docker://REGISTRY/...`.
 #
 # Writes OUTDIR/{kernel,initrd,disk.qcow2} and OUTDIR/catalog.toml, a catalog entry for box
 # "tiny" whose file URLs point at OUTDIR. Needs: apt-get, dpkg-deb, cpio, e2fsprogs,
@@ -117,6 +120,21 @@ chmod 1777 "$root/tmp"
 mke2fs -q -t ext4 -L tinyroot -E root_owner=0:0 -d "$root" -F "$work/disk.raw" 96M >/dev/null
 qemu-img convert -q -f raw -O qcow2 "$work/disk.raw" "$work/disk.qcow2"
 install_box_files "$work" "$out"
+if [ "$plugin" = 1 ]; then
+  command -v umoci >/dev/null || die "umoci is missing (apt-get install umoci): it writes the container image of the plugin box"
+  case "$arch" in
+    x86_64) goarch=amd64 ;; aarch64) goarch=arm64 ;; ppc64le) goarch=ppc64le ;; *) goarch=$darch ;;
+  esac
+  layout=$work/container
+  rootless=""; [ "$(id -u)" = 0 ] || rootless=--rootless
+  umoci init --layout "$layout"
+  umoci new --image "$layout:latest"
+  umoci insert $rootless --image "$layout:latest" "$root" /
+  umoci config --image "$layout:latest" --architecture "$goarch" --os linux \
+    --config.cmd /sbin/plugin-init --config.label org.opencontainers.image.title=tiny-plugin
+  umoci gc --layout "$layout"
+  rm -rf "$out/container" && mv "$layout" "$out/container"
+fi
 
 if [ "$plugin" = 1 ]; then
   name=tiny-plugin

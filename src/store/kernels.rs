@@ -65,7 +65,8 @@ pub struct Boot {
 }
 
 impl Boot {
-    fn as_is(reason: impl Into<String>) -> Boot {
+    /// The box's own kernel file, for `reason`.
+    pub fn as_is(reason: impl Into<String>) -> Boot {
         Boot {
             kernel: BootKernel::AsIs(reason.into()),
             _lock: None,

@@ -19,7 +19,7 @@ pub mod lock;
 mod provide;
 
 pub use layers::LayerState;
-pub use provide::{at_hand_kind, choose, provide, AtHand, Ready};
+pub use provide::{at_hand_kind, choose, image_only, provide, AtHand, Ready};
 
 use crate::catalog::{compare_versions, Role};
 use crate::error::{Context, Error, Result};

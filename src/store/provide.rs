@@ -204,6 +204,23 @@ pub fn choose<'f>(
     Ok((found.newest(), None))
 }
 
+/// `version` as its container image runs it (`container =`): its settings and none of its
+/// files, so nothing is fetched; the image is the container engine's to pull.
+pub fn image_only(found: &Found, version: &VersionEntry) -> Ready {
+    Ready {
+        name: found.name.clone(),
+        settings: found.entry.settings(version),
+        version: version.clone(),
+        kernel: PathBuf::new(),
+        boot: Boot::as_is("the box runs as its container image"),
+        initrd: None,
+        disk: None,
+        source: found.catalog.origin.clone(),
+        fetched: false,
+        _lock: None,
+    }
+}
+
 /// Makes `version` available locally and returns it held shared.
 pub fn provide(
     store: &Store,
