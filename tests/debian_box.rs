@@ -246,7 +246,7 @@ fn check_root_tarball(dir: &std::path::Path) {
     let os_release = Command::new("tar")
         .arg("-xJOf")
         .arg(&tarball)
-        .arg("./usr/lib/os-release")
+        .args(["--wildcards", "*usr/lib/os-release"])
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&os_release.stdout).contains("VERSION_CODENAME=bookworm"));
@@ -336,4 +336,66 @@ fn the_container_example_builds_rootless_and_the_disk_example_is_refused() {
         "{err}"
     );
     assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+#[test]
+fn the_disk_example_builds_in_a_privileged_container_as_root() {
+    // SAFETY: getuid cannot fail.
+    if unsafe { libc::getuid() } != 0 {
+        return; // Loop devices: refused rootless (the test above).
+    }
+    let attached = || {
+        let loops = Command::new("losetup").arg("-a").output().unwrap();
+        String::from_utf8_lossy(&loops.stdout).lines().count()
+    };
+    let loops_before = attached();
+    let env = Env::new();
+    let (out, target) = container_build(&env, "debian-disk", None);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("privileged"), "{}", stderr(&out));
+    // A partitioned disk whose largest partition is an ext4 root saying bookworm.
+    let image = artifact(&target, ".qcow2");
+    let raw = env.tmp.path().join("disk.raw");
+    let converted = Command::new("qemu-img")
+        .args(["convert", "-O", "raw"])
+        .arg(&image)
+        .arg(&raw)
+        .status()
+        .unwrap();
+    assert!(converted.success());
+    let table = Command::new("/sbin/sfdisk")
+        .arg("-J")
+        .arg(&raw)
+        .output()
+        .unwrap();
+    let table: serde_json::Value = serde_json::from_slice(&table.stdout)
+        .unwrap_or_else(|e| panic!("{} has no partition table: {e}", image.display()));
+    let partitions = table["partitiontable"]["partitions"].as_array().unwrap();
+    let root = partitions
+        .iter()
+        .max_by_key(|p| p["size"].as_u64().unwrap_or(0))
+        .unwrap();
+    let part = env.tmp.path().join("root.part");
+    let copied = Command::new("dd")
+        .arg(format!("if={}", raw.display()))
+        .arg(format!("of={}", part.display()))
+        .arg("bs=512")
+        .arg(format!("skip={}", root["start"].as_u64().unwrap()))
+        .arg(format!("count={}", root["size"].as_u64().unwrap()))
+        .args(["conv=sparse", "status=none"])
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let os_release = Command::new("/sbin/debugfs")
+        .args(["-R", "cat /usr/lib/os-release"])
+        .arg(&part)
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&os_release.stdout).contains("VERSION_CODENAME=bookworm"),
+        "{}",
+        stderr(&os_release)
+    );
+    // No loop device of the build is left attached.
+    assert!(attached() <= loops_before);
 }
