@@ -226,6 +226,11 @@ fn probe(target: &ProbeTarget, scratch: &Path) -> Result<std::result::Result<(),
             "-smp",
             "1",
         ])
+        .args(
+            p.firmware(target.machine)
+                .map(|firmware| vec![std::ffi::OsString::from("-bios"), firmware.into()])
+                .unwrap_or_default(),
+        )
         .arg("-kernel")
         .arg(target.kernel)
         .arg("-append")

@@ -14,6 +14,23 @@ pub struct ArchProfile {
     pub console: &'static str,
     /// Debian package that provides the QEMU binary, for the "not installed" message.
     pub debian_package: &'static str,
+    /// Firmware that starts a `-kernel` faster than the machine's default, where QEMU's
+    /// data dirs have it (the first file found); used only on the default machine type.
+    pub fast_firmware: &'static [&'static str],
+}
+
+impl ArchProfile {
+    /// The first `fast_firmware` file present, for a box on this profile's machine type
+    /// (`machine`: the user's `--machine`, if any).
+    pub fn firmware(&self, machine: Option<&str>) -> Option<std::path::PathBuf> {
+        if machine.is_some_and(|m| m.split(',').next() != Some(self.machine)) {
+            return None;
+        }
+        self.fast_firmware
+            .iter()
+            .map(std::path::PathBuf::from)
+            .find(|p| p.is_file())
+    }
 }
 
 const PROFILES: &[ArchProfile] = &[
@@ -25,6 +42,9 @@ const PROFILES: &[ArchProfile] = &[
         virtio_bus: "pci",
         console: "ttyS0",
         debian_package: "qemu-system-x86",
+        // qboot: QEMU's minimal firmware for booting a kernel, in place of SeaBIOS
+        // (docs/design.md, "TCG options").
+        fast_firmware: &["/usr/share/qemu/qboot.rom", "/usr/share/qboot/bios.bin"],
     },
     ArchProfile {
         name: "aarch64",
@@ -36,6 +56,7 @@ const PROFILES: &[ArchProfile] = &[
         virtio_bus: "pci",
         console: "ttyAMA0",
         debian_package: "qemu-system-arm",
+        fast_firmware: &[],
     },
     ArchProfile {
         name: "s390x",
@@ -45,6 +66,7 @@ const PROFILES: &[ArchProfile] = &[
         virtio_bus: "ccw",
         console: "ttysclp0",
         debian_package: "qemu-system-misc",
+        fast_firmware: &[],
     },
     ArchProfile {
         name: "ppc64le",
@@ -54,6 +76,7 @@ const PROFILES: &[ArchProfile] = &[
         virtio_bus: "pci",
         console: "hvc0",
         debian_package: "qemu-system-ppc",
+        fast_firmware: &[],
     },
     ArchProfile {
         name: "riscv64",
@@ -65,6 +88,7 @@ const PROFILES: &[ArchProfile] = &[
         virtio_bus: "pci",
         console: "ttyS0",
         debian_package: "qemu-system-misc",
+        fast_firmware: &[],
     },
 ];
 

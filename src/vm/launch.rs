@@ -29,6 +29,31 @@ const REFUSAL_GRACE: Duration = Duration::from_secs(2);
 const QUIT_GRACE: Duration = Duration::from_secs(3);
 const CONSOLE_TAIL_LINES: usize = 15;
 
+/// Kernel parameters that shorten any box's boot under emulation and change nothing a
+/// build relies on (docs/design.md, "What was cut"): no crypto self-tests of the kernel's
+/// own algorithms (a FIPS kernel ignores it and tests), no write-protection of the
+/// kernel's read-only data for a kernel that lives for one build.
+const FAST_BOOT: &[&str] = &["cryptomgr.notests", "rodata=off"];
+
+/// The box's kernel command line with the `FAST_BOOT` parameters it does not set itself
+/// (by name: a box's own `rodata=on` stays).
+fn with_fast_boot(cmdline: &str) -> String {
+    let mut line = cmdline.trim().to_string();
+    for word in FAST_BOOT {
+        let name = word.split('=').next().unwrap_or(word);
+        let set = cmdline
+            .split_whitespace()
+            .any(|w| w.split('=').next() == Some(name));
+        if !set {
+            if !line.is_empty() {
+                line.push(' ');
+            }
+            line.push_str(word);
+        }
+    }
+    line
+}
+
 /// How long the box may take from power-on to the agent's greeting.
 fn boot_timeout(accel: Accel) -> Duration {
     match accel {
@@ -61,8 +86,11 @@ pub fn launch(plan: Plan) -> Result<Launched> {
     let cmdline = match &plugin {
         // The plugin's boxes take the arguments on the kernel command line; refused
         // arguments stop the run before anything boots.
-        Some(request) => plugin_box::cmdline(request)?,
-        None => the_box.version.cmdline.clone(),
+        Some(request) => plugin_box::cmdline(&plugin_box::Request {
+            base: &with_fast_boot(request.base),
+            ..request.clone()
+        })?,
+        None => with_fast_boot(&the_box.version.cmdline),
     };
     let console = the_box
         .version
@@ -186,6 +214,7 @@ pub fn launch(plan: Plan) -> Result<Launched> {
         kernel: the_box.boot_kernel().to_path_buf(),
         initrd: the_box.initrd.clone(),
         cmdline,
+        firmware: profile.firmware(opts.machine.as_deref()),
         disk: root_disk,
         scratch,
         network,
@@ -333,5 +362,23 @@ impl Guest for VmGuest {
             details.push_str(&output::tail(&self.qemu_log, 5));
         }
         Error::BoxFailed { reason, details }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_fast_boot;
+
+    #[test]
+    fn fast_boot_parameters_are_added_unless_the_box_sets_them() {
+        assert_eq!(
+            with_fast_boot("console=hvc0 root=/dev/vda3"),
+            "console=hvc0 root=/dev/vda3 cryptomgr.notests rodata=off"
+        );
+        assert_eq!(
+            with_fast_boot("root=/dev/vda rodata=on cryptomgr.notests"),
+            "root=/dev/vda rodata=on cryptomgr.notests"
+        );
+        assert_eq!(with_fast_boot(""), "cryptomgr.notests rodata=off");
     }
 }

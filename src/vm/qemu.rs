@@ -18,6 +18,8 @@ pub struct QemuSpec {
     pub kernel: PathBuf,
     pub initrd: Option<PathBuf>,
     pub cmdline: String,
+    /// `-bios`: a faster firmware than the machine's default (`ArchProfile::firmware`).
+    pub firmware: Option<PathBuf>,
     /// The per-run overlay (qcow2) over the box disk.
     pub disk: Option<PathBuf>,
     /// The per-run scratch disk (raw, sparse), found in the box by its serial.
@@ -73,6 +75,11 @@ impl QemuSpec {
         push(&["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"]);
         push(&["-machine", &machine, "-accel", self.accel.name()]);
         push(&["-cpu", &cpu]);
+        if let Some(firmware) = &self.firmware {
+            a.push("-bios".into());
+            a.push(firmware.clone().into());
+        }
+        let mut push = |items: &[&str]| a.extend(items.iter().map(OsString::from));
         push(&[
             "-m",
             &format!("{}M", self.memory_mib),
@@ -183,6 +190,7 @@ mod tests {
             kernel: "/k".into(),
             initrd: None,
             cmdline: "console=ttyS0".into(),
+            firmware: None,
             disk: Some("/run/a,b/overlay.qcow2".into()),
             scratch: Some("/run/s.img".into()),
             network: true,
