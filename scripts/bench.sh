@@ -83,6 +83,14 @@ if command -v podman >/dev/null; then
   container[0]="${container[0]} s"
   container[1]="${container[1]} s"
 fi
+# One more run of each with -v: its start-up phases, as a user sees them.
+phases() {
+  rm -rf "$work/out"
+  "$bin" -v "$@" -- --description "$work/desc" --target-dir "$work/out" 2>&1 |
+    sed -n 's/^boxbuild: start-up: //p'
+}
+phases_tiny=$(phases --no-accel --box tiny)
+phases_cross=$(BOXBUILD_CONFIG=$foreign_dir/catalog.toml phases --no-accel --box tiny --arch "$foreign")
 read -r host_peak qemu_peak < <(peak_rss)
 accel_line=$("$bin" --box tiny -- --description "$work/desc" --target-dir "$work/out" 2>&1 | grep -m1 "using TCG\|kvm)" || true)
 
@@ -119,7 +127,12 @@ Accelerator on this machine: ${accel_line:-n/a}
 The start-up figure covers catalog lookup, argument checks, the overlay, QEMU start, the
 guest kernel's boot, the initrd, and the agent's greeting and mounts. Most of it is the
 emulated kernel boot, which varies with the host's load (2.9 to 4.9 s on this machine on
-one day). With \`--container\` the same box's root file system (unpacked by the warm-up
+one day). The phases of one run each (\`-v\`; docs/design.md, "Where the start-up goes"):
+
+- $(uname -m) box: $phases_tiny
+- $foreign box: $phases_cross
+
+With \`--container\` the same box's root file system (unpacked by the warm-up
 run before) starts under podman instead: no kernel boots.
 
 $cache_section

@@ -30,6 +30,11 @@ impl BuildOutput {
         let _ = err.flush();
         let _ = self.log.write_all(bytes);
     }
+
+    /// Into `result.log` only (what boxbuild reports on the terminal itself).
+    pub fn log_only(&mut self, bytes: &[u8]) {
+        let _ = self.log.write_all(bytes);
+    }
 }
 
 /// The last `lines` lines of a log, without terminal escape sequences, indented for

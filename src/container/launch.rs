@@ -131,10 +131,17 @@ pub fn launch(plan: Plan) -> Result<Launched> {
         ui.warn("the container shares the host's network: /dev/net/tun is not open to this user, and slirp4netns needs it; a builder that mounts sysfs (kiwi does) fails so: make /dev/net/tun usable (mode 0666, most distributions' default) or run as root");
     }
     let mut volumes = Vec::new();
+    let mut held: Vec<Box<dyn std::any::Any>> = Vec::new();
     if scratch_mib.is_some() {
         let dir = run_dir.path("scratch");
         std::fs::create_dir(&dir)
             .map_err(|e| Error::setup(format!("cannot create {}: {e}", dir.display())))?;
+        if engine.rootless {
+            held.push(Box::new(ScratchInNamespace {
+                podman: engine.podman.clone(),
+                dir: dir.clone(),
+            }));
+        }
         volumes.push(Volume::new(dir, scratch::GUEST_PATH, false));
     }
     if let (true, RootHeld::Dir(dir)) = (engine.rootless, &root) {
@@ -271,7 +278,7 @@ pub fn launch(plan: Plan) -> Result<Launched> {
     Ok(Launched {
         session: Session::new(Box::new(guest), agent, timeline, started).with_console(console),
         place,
-        _held: Vec::new(),
+        _held: held,
         _run_dir: run_dir,
     })
 }
@@ -291,6 +298,28 @@ fn rootless_tar(root: &Path, run_dir: &RunDir) -> Result<Vec<Volume>> {
         Volume::new(real, REAL_TAR, true),
         Volume::new(wrapper, "/usr/bin/tar", true),
     ])
+}
+
+/// A rootless container's scratch directory. The builder leaves files there owned by
+/// other users of the container (subordinate ids on the host) when it is stopped midway,
+/// which the user cannot remove; dropped before the run dir, this removes them from
+/// inside the user namespace (`podman unshare`).
+struct ScratchInNamespace {
+    podman: std::path::PathBuf,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for ScratchInNamespace {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(&self.podman)
+            .arg("unshare")
+            .args(["rm", "-rf", "--one-file-system"])
+            .arg(&self.dir)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
 }
 
 /// The root the container runs, owned for the launch.

@@ -32,7 +32,8 @@ pub fn drive(
     let mut output: Option<BuildOutput> = None;
     let result = event_loop(&mut session, opts, ui, job, target, signals, &mut output);
     if let (Err(e), Some(out)) = (&result, output.as_mut()) {
-        out.stderr(format!("boxbuild: error: {e}\n").as_bytes());
+        // main reports it on the terminal; result.log gets it too.
+        out.log_only(format!("boxbuild: error: {e}\n").as_bytes());
     }
     let status = result?;
     match status {
