@@ -432,6 +432,18 @@ fn prune(library: &Library, dry_run: bool) -> Result<u8> {
         }
     }
     freed += prune_kernels(library, &gone, dry_run)?;
+    // Root file systems unpacked for --container whose box disk is gone or changed.
+    for stale in crate::container::rootfs::prune(library.store.root(), dry_run)? {
+        let what = format!("the container root file system {}", stale.dir.display());
+        if stale.busy {
+            say!("kept {what}: a running build uses it");
+        } else if dry_run {
+            say!("would remove {what} ({})", HumanBytes(stale.bytes));
+        } else {
+            say!("removed {what} ({})", HumanBytes(stale.bytes));
+            freed += stale.bytes;
+        }
+    }
     if !dry_run {
         freed += library.store.clean_tmp()?;
         say!("freed {}", HumanBytes(freed));

@@ -223,3 +223,82 @@ fn rootless_for_a_normal_user_and_loop_device_types_refused() {
     );
     assert_eq!(err.lines().count(), 1, "{err}");
 }
+
+#[test]
+fn the_unpacked_root_is_kept_while_its_disk_is_and_pruned_after() {
+    let env = Env::new();
+    // A copy of the tiny box whose disk this test may change.
+    let boxdir = env.tmp.path().join("box");
+    fs::create_dir(&boxdir).unwrap();
+    for f in ["kernel", "initrd", "disk.qcow2"] {
+        fs::copy(common::tiny_box_dir().join(f), boxdir.join(f)).unwrap();
+    }
+    let catalog = fs::read_to_string(common::tiny_box_dir().join("catalog.toml"))
+        .unwrap()
+        .replace(
+            common::tiny_box_dir().to_str().unwrap(),
+            boxdir.to_str().unwrap(),
+        );
+    fs::write(boxdir.join("catalog.toml"), catalog).unwrap();
+    let with_box = |mut c: Command| {
+        c.env("BOXBUILD_CONFIG", boxdir.join("catalog.toml"));
+        c
+    };
+    let prune = || {
+        let mut c = with_box(env.boxbuild());
+        c.args(["box", "prune"]);
+        c.output().unwrap()
+    };
+    let roots = || -> Vec<String> {
+        fs::read_dir(env.cache_dir().join("rootfs"))
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.path().is_dir())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    env.script("echo built > artifact\n");
+    ok(&with_box(build(&env, &[])).output().unwrap());
+    assert_eq!(roots().len(), 1);
+    // The disk is still there: the root stays.
+    let out = prune();
+    ok(&out);
+    assert!(
+        !stdout(&out).contains("root file system"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(roots().len(), 1);
+
+    // The disk changes while a build runs on its root: the root stays until it ends.
+    env.script("sleep 5\n");
+    let child = with_box(build(&env, &[]))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_container(child.id());
+    let touched = Command::new("touch")
+        .arg(boxdir.join("disk.qcow2"))
+        .status()
+        .unwrap();
+    assert!(touched.success());
+    let out = prune();
+    assert!(
+        stdout(&out).contains("a running build uses it"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(roots().len(), 1);
+    ok(&child.wait_with_output().unwrap());
+    // Then it goes; the next build unpacks the changed disk afresh.
+    let out = prune();
+    assert!(
+        stdout(&out).contains("removed the container root file system"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(roots().is_empty(), "{:?}", roots());
+}

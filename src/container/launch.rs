@@ -107,9 +107,9 @@ pub fn launch(plan: Plan) -> Result<Launched> {
     super::sweep(&engine);
     let root = match root {
         Root::Dir(disk) => {
-            let dir = rootfs::prepare(library.store.root(), disk, ui, signals)?;
+            let root = rootfs::prepare(library.store.root(), disk, ui, signals)?;
             timeline.mark("root file system");
-            RootHeld::Dir(dir)
+            RootHeld::Dir(root)
         }
         Root::Image(reference) => {
             let stamps = library.store.root().join("images");
@@ -144,8 +144,8 @@ pub fn launch(plan: Plan) -> Result<Launched> {
         }
         volumes.push(Volume::new(dir, scratch::GUEST_PATH, false));
     }
-    if let (true, RootHeld::Dir(dir)) = (engine.rootless, &root) {
-        volumes.extend(rootless_tar(dir, &run_dir)?);
+    if let (true, RootHeld::Dir(root)) = (engine.rootless, &root) {
+        volumes.extend(rootless_tar(&root.dir, &run_dir)?);
     }
     let name = format!(
         "boxbuild-{}-{}",
@@ -198,7 +198,7 @@ pub fn launch(plan: Plan) -> Result<Launched> {
         engine: &engine,
         name,
         root: match &root {
-            RootHeld::Dir(dir) => Root::Dir(dir),
+            RootHeld::Dir(root) => Root::Dir(&root.dir),
             RootHeld::Image(reference) => Root::Image(reference),
         },
         command,
@@ -266,6 +266,9 @@ pub fn launch(plan: Plan) -> Result<Launched> {
         },
     };
     timeline.mark("container");
+    if let RootHeld::Dir(root) = root {
+        held.push(Box::new(root));
+    }
     let place = JobPlace {
         mounts: Vec::new(),
         scratch_disk: false,
@@ -324,7 +327,7 @@ impl Drop for ScratchInNamespace {
 
 /// The root the container runs, owned for the launch.
 enum RootHeld {
-    Dir(std::path::PathBuf),
+    Dir(rootfs::Root),
     Image(String),
 }
 

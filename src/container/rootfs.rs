@@ -2,22 +2,29 @@
 //! raw holding a whole-disk ext2/3/4 file system, as boxbuild's recipes make them)
 //! converted to raw by qemu-img and copied out by debugfs's `rdump`: no mount, no root.
 //! Kept in the cache as `rootfs/KEY/`, KEY a digest of the disk's path, size and mtime
-//! (box files in the cache never change in place), made once however many builds ask.
+//! (box files in the cache never change in place), made once however many builds ask;
+//! `rootfs/KEY.disk` names the disk it came from. A build holds `locks/rootfs-KEY.lock`
+//! shared while its container runs; `boxbuild box prune` removes a root whose disk is gone
+//! or changed, unless a build holds it.
 
 use crate::error::{Error, Result};
 use crate::signals::SignalWatch;
-use crate::store::lock::{self, Mode};
+use crate::store::lock::{self, EntryLock, Mode};
 use crate::ui::Ui;
 use sha2::{Digest, Sha256};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The root directory for `disk`, made now if missing. Errors: one line naming the disk,
-/// the tool that failed and its words.
-pub fn prepare(cache: &Path, disk: &Path, ui: Ui, signals: &SignalWatch) -> Result<PathBuf> {
-    let meta =
-        std::fs::metadata(disk).map_err(|e| Error::setup(format!("{}: {e}", disk.display())))?;
+/// A root directory in use: held shared until the container has ended.
+pub struct Root {
+    pub dir: PathBuf,
+    pub _lock: EntryLock,
+}
+
+/// The cache key of `disk` as it is now; None if it cannot be read.
+fn key_of(disk: &Path) -> Option<String> {
+    let meta = std::fs::metadata(disk).ok()?;
     let identity = format!(
         "{}\0{}\0{}\0{}",
         disk.canonicalize().unwrap_or(disk.to_path_buf()).display(),
@@ -25,11 +32,83 @@ pub fn prepare(cache: &Path, disk: &Path, ui: Ui, signals: &SignalWatch) -> Resu
         meta.mtime(),
         meta.mtime_nsec()
     );
-    let key: String = Sha256::digest(identity.as_bytes())[..12]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let dir = cache.join("rootfs").join(&key);
+    Some(
+        Sha256::digest(identity.as_bytes())[..12]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect(),
+    )
+}
+
+fn lock_path(cache: &Path, key: &str) -> Result<PathBuf> {
+    let locks = cache.join("locks");
+    std::fs::create_dir_all(&locks)
+        .map_err(|e| Error::setup(format!("cannot create {}: {e}", locks.display())))?;
+    Ok(locks.join(format!("rootfs-{key}.lock")))
+}
+
+/// The root directory for `disk`, made now if missing, and held. Errors: one line naming
+/// the disk, the tool that failed and its words.
+pub fn prepare(cache: &Path, disk: &Path, ui: Ui, signals: &SignalWatch) -> Result<Root> {
+    std::fs::metadata(disk).map_err(|e| Error::setup(format!("{}: {e}", disk.display())))?;
+    let key =
+        key_of(disk).ok_or_else(|| Error::setup(format!("{}: cannot be read", disk.display())))?;
+    let dir = make(cache, disk, &key, ui, signals)?;
+    let _ = std::fs::write(
+        cache.join("rootfs").join(format!("{key}.disk")),
+        disk.as_os_str().as_encoded_bytes(),
+    );
+    let lock = lock::acquire(&lock_path(cache, &key)?, Mode::Shared, signals, || {
+        ui.info("waiting for another boxbuild to finish with this box's root file system")
+    })?;
+    Ok(Root { dir, _lock: lock })
+}
+
+/// A root directory that `box prune` may remove, and its size in bytes.
+pub struct Stale {
+    pub dir: PathBuf,
+    pub bytes: u64,
+    /// Whether a running build holds it (then it stays).
+    pub busy: bool,
+}
+
+/// The root directories in `cache` whose disk is gone or changed; removed unless
+/// `dry_run` or held by a build.
+pub fn prune(cache: &Path, dry_run: bool) -> Result<Vec<Stale>> {
+    let base = cache.join("rootfs");
+    let Ok(entries) = std::fs::read_dir(&base) else {
+        return Ok(Vec::new());
+    };
+    let mut stale = Vec::new();
+    for entry in entries.flatten() {
+        let dir = entry.path();
+        if !dir.is_dir() {
+            continue;
+        }
+        let key = entry.file_name().to_string_lossy().into_owned();
+        let record = base.join(format!("{key}.disk"));
+        let disk = std::fs::read(&record)
+            .ok()
+            .map(|bytes| PathBuf::from(String::from_utf8_lossy(&bytes).into_owned()));
+        if disk.and_then(|d| key_of(&d)).as_deref() == Some(key.as_str()) {
+            continue;
+        }
+        let bytes = crate::store::du(&dir);
+        let held = lock::try_acquire(&lock_path(cache, &key)?, Mode::Exclusive)?;
+        let busy = held.is_none();
+        if !dry_run && !busy {
+            std::fs::remove_dir_all(&dir)
+                .map_err(|e| Error::setup(format!("cannot remove {}: {e}", dir.display())))?;
+            let _ = std::fs::remove_file(&record);
+        }
+        stale.push(Stale { dir, bytes, busy });
+    }
+    Ok(stale)
+}
+
+/// Unpacks the root for `disk` into `rootfs/KEY` unless it is there.
+fn make(cache: &Path, disk: &Path, key: &str, ui: Ui, signals: &SignalWatch) -> Result<PathBuf> {
+    let dir = cache.join("rootfs").join(key);
     if dir.join("bin").exists() || dir.join("usr").exists() {
         return Ok(dir);
     }

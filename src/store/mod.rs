@@ -260,7 +260,7 @@ pub(super) fn subdirs(dir: &Path) -> Vec<String> {
 }
 
 /// Bytes under a directory (for prune's report).
-pub(super) fn du(dir: &Path) -> u64 {
+pub(crate) fn du(dir: &Path) -> u64 {
     let Ok(entries) = fs::read_dir(dir) else {
         return 0;
     };
