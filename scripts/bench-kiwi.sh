@@ -54,6 +54,9 @@ container_version_row=""
 container_s=""
 if command -v podman >/dev/null && [ "$arch" = "$(uname -m)" ]; then
   echo ">> kiwi-ng --version and the kiwi build with --container" >&2
+  # The first --container run of a box version unpacks its root file system (once).
+  "$boxbuild" -q --container --box debian -- --description "$here/examples/debian-tarball" \
+    --target-dir "$work/unpack-container" --version >/dev/null 2>&1 || true
   t0=$(now)
   "$boxbuild" -v --container --box debian -- --description "$here/examples/debian-tarball" \
     --target-dir "$work/version-container" --version >"$work/version-container.log" 2>&1
@@ -74,6 +77,11 @@ fi
 host_s=""
 host_row="| the same kiwi build on the host (root, kiwi $kiwi_version in a venv) | not run: needs root and an $arch host |"
 if [ "$(id -u)" = 0 ] && [ "$arch" = "$(uname -m)" ]; then
+  # What kiwi needs on the host for this build beyond Python (the box has it built in).
+  for tool in rsync; do
+    command -v "$tool" >/dev/null ||
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$tool" >&2
+  done
   venv=$here/target/kiwi-venv
   [ -x "$venv/bin/kiwi-ng" ] || { python3 -m venv "$venv" && "$venv/bin/pip" install -q "kiwi==$kiwi_version"; } >&2
   echo ">> the same kiwi build on the host" >&2

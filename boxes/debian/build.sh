@@ -36,7 +36,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 darch=$(debian_arch "$arch")
-for tool in mmdebstrap genext2fs resize2fs qemu-img; do
+for tool in mmdebstrap genext2fs resize2fs tune2fs qemu-img; do
   command -v "$tool" >/dev/null || die "$tool is missing (Debian: apt-get install mmdebstrap genext2fs e2fsprogs qemu-utils)"
 done
 
@@ -82,7 +82,7 @@ mkdir -p "$certs"
 find /usr/local/share/ca-certificates -name '*.crt' -exec cp {} "$certs/" \; 2>/dev/null || true
 
 note "bootstrapping Debian bookworm ($darch) with kiwi $kiwi_version"
-mmdebstrap --variant=apt --architectures="$darch" --format=ext2 \
+mmdebstrap --variant=apt --architectures="$darch" --format=tar \
   --include="$(IFS=,; echo "${packages[*]}")" \
   --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*' \
   --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
@@ -106,7 +106,7 @@ mmdebstrap --variant=apt --architectures="$darch" --format=ext2 \
   --customize-hook="upload $here/kiwi.yml /etc/kiwi.yml" \
   --customize-hook="copy-out /boot /lib/modules $work/" \
   --customize-hook='rm -rf "$1"/var/cache/apt/*.bin "$1"/var/lib/apt/lists/* "$1"/boot/initrd.img*' \
-  bookworm "$work/root.ext2" "$mirror"
+  bookworm "$work/root.tar" "$mirror"
 
 note "making the kernel and initrd"
 kver=$(ls "$work/modules" | head -n1)
@@ -123,9 +123,17 @@ fetch_deb "busybox-static:$darch" "$work/bb"
 make_initrd "$work/kroot" "$kver" "$work/bb/root/bin/busybox" "$work/initrd"
 
 note "making the root disk"
-# genext2fs fills the image to ~90%: give the root room for logs and apt's lists. The
-# qcow2 stays sparse, so the free space costs nothing on disk.
+# From the tarball, with its owners, without root: genext2fs, as mmdebstrap's own ext2
+# format does, but with 4 KiB blocks. With mmdebstrap's 1 KiB blocks a 4 GiB root has 512
+# block groups, and mounting it took 0.5 s of every boot under TCG (0.07 s now).
+tar_bytes=$(stat -c %s "$work/root.tar")
+entries=$(tar -tf "$work/root.tar" | wc -l)
+genext2fs -B 4096 -b $((tar_bytes / 4096 * 3 / 2 + 16384)) -N $((entries * 2 + 8192)) \
+  -a "$work/root.tar" "$work/root.ext2"
+rm -f "$work/root.tar"
+# Room for logs and apt's lists; the qcow2 stays sparse, so the free space costs nothing.
 resize2fs -f "$work/root.ext2" "${ROOT_SIZE:-4G}" >/dev/null 2>&1
+tune2fs -O dir_index "$work/root.ext2" >/dev/null
 qemu-img convert -q -c -f raw -O qcow2 "$work/root.ext2" "$work/disk.qcow2"
 install_box_files "$work" "$out"
 
