@@ -215,13 +215,7 @@ fn rootless_for_a_normal_user_and_loop_device_types_refused() {
     }
     // A disk image needs loop devices: refused before any container starts.
     let out = as_user(&["--type", "oem"]);
-    let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(125), "{err}");
-    assert!(
-        err.contains("'oem'") && err.contains("drop --container"),
-        "{err}"
-    );
-    assert_eq!(err.lines().count(), 1, "{err}");
+    common::assert_loop_type_refused(&out, "oem");
 }
 
 #[test]

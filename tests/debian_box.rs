@@ -329,13 +329,7 @@ fn the_container_example_builds_rootless_and_the_disk_example_is_refused() {
     // A disk image needs loop devices: refused in one line before a container starts.
     let env = Env::new();
     let (out, _) = container_build(&env, "debian-disk", user);
-    let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(125), "{err}");
-    assert!(
-        err.contains("'oem'") && err.contains("drop --container"),
-        "{err}"
-    );
-    assert_eq!(err.lines().count(), 1, "{err}");
+    common::assert_loop_type_refused(&out, "oem");
 }
 
 #[test]

@@ -12,6 +12,7 @@ use crate::signals::SignalWatch;
 use crate::store::lock::{self, EntryLock, Mode};
 use crate::ui::Ui;
 use sha2::{Digest, Sha256};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -53,15 +54,29 @@ pub fn prepare(cache: &Path, disk: &Path, ui: Ui, signals: &SignalWatch) -> Resu
     std::fs::metadata(disk).map_err(|e| Error::setup(format!("{}: {e}", disk.display())))?;
     let key =
         key_of(disk).ok_or_else(|| Error::setup(format!("{}: cannot be read", disk.display())))?;
-    let dir = make(cache, disk, &key, ui, signals)?;
-    let _ = std::fs::write(
-        cache.join("rootfs").join(format!("{key}.disk")),
-        disk.as_os_str().as_encoded_bytes(),
-    );
-    let lock = lock::acquire(&lock_path(cache, &key)?, Mode::Shared, signals, || {
-        ui.info("waiting for another boxbuild to finish with this box's root file system")
-    })?;
-    Ok(Root { dir, _lock: lock })
+    // A prune may remove the directory between making it and holding it: look again.
+    for _ in 0..3 {
+        let dir = make(cache, disk, &key, ui, signals)?;
+        let _ = std::fs::write(
+            cache.join("rootfs").join(format!("{key}.disk")),
+            disk.as_os_str().as_bytes(),
+        );
+        let lock = lock::acquire(&lock_path(cache, &key)?, Mode::Shared, signals, || {
+            ui.info("waiting for another boxbuild to finish with this box's root file system")
+        })?;
+        if unpacked(&dir) {
+            return Ok(Root { dir, _lock: lock });
+        }
+    }
+    Err(Error::setup(format!(
+        "the container root file system of {} keeps disappearing from {}; is a 'box prune' running in a loop?",
+        disk.display(),
+        cache.display()
+    )))
+}
+
+fn unpacked(dir: &Path) -> bool {
+    dir.join("bin").exists() || dir.join("usr").exists()
 }
 
 /// A root directory that `box prune` may remove, and its size in bytes.
@@ -89,7 +104,7 @@ pub fn prune(cache: &Path, dry_run: bool) -> Result<Vec<Stale>> {
         let record = base.join(format!("{key}.disk"));
         let disk = std::fs::read(&record)
             .ok()
-            .map(|bytes| PathBuf::from(String::from_utf8_lossy(&bytes).into_owned()));
+            .map(|bytes| PathBuf::from(std::ffi::OsStr::from_bytes(&bytes)));
         if disk.and_then(|d| key_of(&d)).as_deref() == Some(key.as_str()) {
             continue;
         }
@@ -109,7 +124,7 @@ pub fn prune(cache: &Path, dry_run: bool) -> Result<Vec<Stale>> {
 /// Unpacks the root for `disk` into `rootfs/KEY` unless it is there.
 fn make(cache: &Path, disk: &Path, key: &str, ui: Ui, signals: &SignalWatch) -> Result<PathBuf> {
     let dir = cache.join("rootfs").join(key);
-    if dir.join("bin").exists() || dir.join("usr").exists() {
+    if unpacked(&dir) {
         return Ok(dir);
     }
     let locks = cache.join("locks");
@@ -121,7 +136,7 @@ fn make(cache: &Path, disk: &Path, key: &str, ui: Ui, signals: &SignalWatch) -> 
         signals,
         || ui.info("waiting for another boxbuild to unpack this box's root file system"),
     )?;
-    if dir.join("bin").exists() || dir.join("usr").exists() {
+    if unpacked(&dir) {
         return Ok(dir);
     }
     ui.info(&format!(

@@ -252,6 +252,18 @@ pub fn ok(out: &Output) {
     );
 }
 
+/// A `--container` build refused before anything started because its image type needs
+/// loop devices: exit 125, one line naming the type and saying to drop --container.
+pub fn assert_loop_type_refused(out: &Output, image_type: &str) {
+    let err = stderr(out);
+    assert_eq!(out.status.code(), Some(125), "{err}");
+    assert!(
+        err.contains(&format!("'{image_type}'")) && err.contains("drop --container"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
