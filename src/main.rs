@@ -1,43 +1,19 @@
 //! boxbuild: run an OS-image builder inside a throw-away virtual machine.
 
-mod agent;
-mod box_cmd;
-mod builder_args;
-mod catalog;
+mod app;
+mod boxes;
 mod cli;
-mod container;
-mod driver;
-mod error;
-mod fetch;
-mod guest;
-mod guest_setup;
+mod drive;
 mod job;
-mod library;
-mod oci;
-mod output;
-mod plugin_box;
-mod run;
-mod rundir;
-mod scratch;
-mod session;
-mod share;
-mod signals;
-mod size;
-mod startup;
-mod status;
-mod store;
-mod target_lock;
-mod threads;
-mod trust;
-mod ui;
-mod vm;
+mod runtime;
+mod sys;
 
 use clap::Parser;
 use cli::{BoxCommand, Cli, Command};
 use std::any::Any;
 use std::panic::{self, Location};
 use std::process::ExitCode;
-use ui::Ui;
+use sys::ui::{self, Ui};
 
 fn main() -> ExitCode {
     // The last line of defence: a panic is a bug, reported in one line. The unwinding
@@ -48,7 +24,7 @@ fn main() -> ExitCode {
     }));
     match panic::catch_unwind(run) {
         Ok(code) => code,
-        Err(_) => ExitCode::from(error::exit_code::SETUP),
+        Err(_) => ExitCode::from(sys::error::exit_code::SETUP),
     }
 }
 
@@ -65,9 +41,9 @@ fn run() -> ExitCode {
         },
     };
     let result = match &cli.command {
-        Some(Command::Box(args)) => box_cmd::run(&args.command, ui),
-        None if cli.build.list_boxes => box_cmd::run(&BoxCommand::List, ui),
-        None => run::build(&cli.build, ui),
+        Some(Command::Box(args)) => app::box_cmd::run(&args.command, ui),
+        None if cli.build.list_boxes => app::box_cmd::run(&BoxCommand::List, ui),
+        None => app::build::build(&cli.build, ui),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -1,0 +1,193 @@
+//! Boxes in an OCI image layout directory (OCI image spec, `image-layout.md`): what
+//! `skopeo copy ... oci:DIR:TAG` or `oras copy --to-oci-layout` writes. Named as skopeo
+//! names it, `oci:PATH[:TAG]` or `oci:PATH@sha256:HEX`; blobs are read from
+//! `PATH/blobs/sha256/HEX` and fetched into the cache like any box file.
+
+use super::client::RegistryError;
+use super::source::Source;
+use crate::sys::error::{Error, Result};
+use oci_client::manifest::OciImageIndex;
+use std::path::{Path, PathBuf};
+
+/// The annotation naming a tag in a layout's `index.json`.
+const REF_NAME: &str = "org.opencontainers.image.ref.name";
+
+/// Whether a `--box` value names a layout directory (`oci:` but not `oci://`).
+pub fn is_layout(text: &str) -> bool {
+    text.starts_with("oci:") && !text.starts_with(crate::boxes::reference::SCHEME)
+}
+
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub text: String,
+    pub dir: PathBuf,
+    pub tag: Option<String>,
+    pub digest: Option<String>,
+}
+
+impl Layout {
+    /// Errors: not `oci:PATH...`, or PATH holds no `index.json`.
+    pub fn parse(text: &str) -> Result<Layout> {
+        let rest = text
+            .strip_prefix("oci:")
+            .filter(|_| is_layout(text))
+            .ok_or_else(|| {
+                Error::setup(format!(
+                    "'{text}': not an OCI layout reference (oci:PATH[:TAG])"
+                ))
+            })?;
+        let (path, tag, digest) = match rest.split_once('@') {
+            Some((path, digest)) => (path, None, Some(digest.to_string())),
+            None => match rest.rsplit_once(':') {
+                // A colon in the last path component starts the tag.
+                Some((path, tag)) if !tag.contains('/') => (path, Some(tag.to_string()), None),
+                _ => (rest, None, None),
+            },
+        };
+        let dir = PathBuf::from(path);
+        if !dir.join("index.json").is_file() {
+            return Err(Error::setup(format!(
+                "'{text}': {} is not an OCI image layout (no index.json); make one with 'skopeo copy docker://... oci:{}:TAG'",
+                dir.display(),
+                dir.display()
+            )));
+        }
+        let dir = dir.canonicalize().unwrap_or(dir);
+        Ok(Layout {
+            text: text.to_string(),
+            dir,
+            tag,
+            digest,
+        })
+    }
+
+    /// The box's name in the cache: `layout` and the directory, as for registries.
+    pub fn box_name(&self) -> String {
+        format!("layout{}", self.dir.display())
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "._+-".contains(c) {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect()
+    }
+
+    fn blob_path(&self, digest: &str) -> std::result::Result<PathBuf, RegistryError> {
+        let hex = digest
+            .strip_prefix("sha256:")
+            .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+            .ok_or_else(|| RegistryError::Refused(0, format!("{digest} is not a sha256 digest")))?;
+        Ok(self.dir.join("blobs/sha256").join(hex))
+    }
+
+    fn read_checked(&self, digest: &str) -> std::result::Result<Vec<u8>, RegistryError> {
+        let path = self.blob_path(digest)?;
+        let bytes = read(&path)?;
+        if crate::sys::digest::sha256_digest(&bytes) != digest {
+            return Err(RegistryError::Refused(
+                0,
+                format!("{} does not hash to its name", path.display()),
+            ));
+        }
+        Ok(bytes)
+    }
+
+    fn index(&self) -> std::result::Result<OciImageIndex, RegistryError> {
+        let bytes = read(&self.dir.join("index.json"))?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| RegistryError::Refused(0, format!("index.json: {e}")))
+    }
+
+    /// The digest `tag` names in `index.json`; with no tag, the only entry.
+    fn digest_of(&self, tag: Option<&str>) -> std::result::Result<Option<String>, RegistryError> {
+        let index = self.index()?;
+        let named = |m: &&oci_client::manifest::ImageIndexEntry| {
+            m.annotations
+                .as_ref()
+                .and_then(|a| a.get(REF_NAME))
+                .map(String::as_str)
+                == tag
+        };
+        Ok(match tag {
+            Some(_) => index.manifests.iter().find(named).map(|m| m.digest.clone()),
+            None if index.manifests.len() == 1 => Some(index.manifests[0].digest.clone()),
+            None => None,
+        })
+    }
+}
+
+fn read(path: &Path) -> std::result::Result<Vec<u8>, RegistryError> {
+    std::fs::read(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => RegistryError::NotFound,
+        _ => RegistryError::Refused(0, format!("{}: {e}", path.display())),
+    })
+}
+
+impl Source for Layout {
+    fn text(&self) -> &str {
+        &self.text
+    }
+
+    fn top(&self) -> std::result::Result<(Vec<u8>, String), RegistryError> {
+        let digest = match &self.digest {
+            Some(digest) => digest.clone(),
+            None => self
+                .digest_of(self.tag.as_deref())?
+                .ok_or(RegistryError::NotFound)?,
+        };
+        Ok((self.read_checked(&digest)?, digest))
+    }
+
+    fn manifest(&self, digest: &str) -> std::result::Result<Vec<u8>, RegistryError> {
+        self.read_checked(digest)
+    }
+
+    fn tagged(&self, tag: &str) -> std::result::Result<Option<Vec<u8>>, RegistryError> {
+        match self.digest_of(Some(tag))? {
+            Some(digest) => self.read_checked(&digest).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn blob(&self, digest: &str) -> std::result::Result<Vec<u8>, RegistryError> {
+        self.read_checked(digest)
+    }
+
+    fn blob_url(&self, digest: &str) -> String {
+        let hex = digest.trim_start_matches("sha256:");
+        let path = self.dir.join("blobs/sha256").join(hex);
+        reqwest::Url::from_file_path(&path)
+            .map(|u| u.to_string())
+            .unwrap_or_else(|()| format!("file://{}", path.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_as_skopeo_writes_them() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("index.json"),
+            r#"{"schemaVersion":2,"manifests":[]}"#,
+        )
+        .unwrap();
+        let path = dir.path().display().to_string();
+        let tagged = Layout::parse(&format!("oci:{path}:1.0")).unwrap();
+        assert_eq!(tagged.tag.as_deref(), Some("1.0"));
+        let plain = Layout::parse(&format!("oci:{path}")).unwrap();
+        assert_eq!(plain.tag, None);
+        let pinned = Layout::parse(&format!("oci:{path}@sha256:{}", "a".repeat(64))).unwrap();
+        assert!(pinned.digest.is_some());
+        assert!(is_layout("oci:/x") && !is_layout("oci://r/x:1"));
+        let e = Layout::parse("oci:/nonexistent/dir:1")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no index.json"), "{e}");
+    }
+}

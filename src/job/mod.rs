@@ -1,0 +1,108 @@
+//! What the agent is asked to do: the builder's argv (the box's command, with placeholders
+//! filled in, then the user's arguments) and all it needs around it, for a box run as a VM
+//! or as a container alike (protocol frames in `guest_agent::protocol`).
+
+use crate::boxes::store::Ready as ResolvedBox;
+use crate::cli::BuildOptions;
+use crate::job::builder_args::BuilderArgs;
+
+use guest_agent::protocol::{Job, Mount};
+
+pub mod builder_args;
+pub mod network;
+pub mod plugin;
+pub mod scratch;
+pub mod wire;
+
+/// Where the description appears in the box (read-only).
+pub const GUEST_DESCRIPTION: &str = "/description";
+/// Where the target dir appears in the box; the builder's working directory.
+pub const GUEST_TARGET: &str = "/target";
+
+/// Where the job runs, as far as the job differs: the shares' guest mounts (none in a
+/// container, whose shares are bind mounts), a scratch area, the network, the console.
+#[derive(Debug, Default)]
+pub struct JobPlace {
+    /// What the agent mounts before the builder starts.
+    pub mounts: Vec<Mount>,
+    /// A scratch disk (VM) for the agent to mount at `scratch::GUEST_PATH`.
+    pub scratch_disk: bool,
+    /// A scratch directory (container) already at `scratch::GUEST_PATH`.
+    pub scratch_dir: bool,
+    pub network: bool,
+    /// Whether the agent configures the network (in a VM) or the engine does.
+    pub configure_network: bool,
+    /// Whether the box shares the host's network (its loopback is the host's).
+    pub host_network: bool,
+    /// The box's console device (e.g. ttyS0), where `--box-debug` opens its shell.
+    pub console: Option<String>,
+}
+
+/// The job for `args` in `the_box`, run at `place`; `ca_certs` are PEM certificates the
+/// agent appends to the box's CA bundle.
+pub fn job(
+    opts: &BuildOptions,
+    the_box: &ResolvedBox,
+    args: &BuilderArgs,
+    place: JobPlace,
+    ca_certs: Vec<u8>,
+) -> Job {
+    let placeholder = |word: &str| -> Vec<u8> {
+        match word {
+            "{description}" => GUEST_DESCRIPTION.as_bytes().to_vec(),
+            "{target}" => GUEST_TARGET.as_bytes().to_vec(),
+            other => other.as_bytes().to_vec(),
+        }
+    };
+    let mut argv: Vec<Vec<u8>> = the_box
+        .settings
+        .builder
+        .iter()
+        .map(|w| placeholder(w))
+        .collect();
+    argv.extend(args.rest.iter().map(|a| {
+        use std::os::unix::ffi::OsStrExt;
+        a.as_bytes().to_vec()
+    }));
+    let mut env = vec![
+        format!("BOXBUILD_DESCRIPTION={GUEST_DESCRIPTION}"),
+        format!("BOXBUILD_TARGET={GUEST_TARGET}"),
+    ];
+    let mut mounts = place.mounts;
+    if place.scratch_dir {
+        env.push(format!("BOXBUILD_SCRATCH={}", scratch::GUEST_PATH));
+    }
+    if place.scratch_disk {
+        env.push(format!("BOXBUILD_SCRATCH={}", scratch::GUEST_PATH));
+        mounts.push(Mount {
+            fstype: b"ext4".to_vec(),
+            source: format!("serial={}", scratch::SERIAL).into_bytes(),
+            target: scratch::GUEST_PATH.as_bytes().to_vec(),
+            options: scratch::MOUNT_OPTIONS.as_bytes().to_vec(),
+            readonly: false,
+        });
+    }
+    if let Some(version) = &opts.kiwi_version {
+        env.push(format!("BOXBUILD_KIWI_VERSION={version}"));
+    }
+    if place.network {
+        env.extend(network::proxy_env(
+            |name| std::env::var(name).ok(),
+            place.host_network,
+        ));
+    }
+    Job {
+        argv,
+        env: env.into_iter().map(String::into_bytes).collect(),
+        mounts,
+        workdir: GUEST_TARGET.as_bytes().to_vec(),
+        network: (place.network && place.configure_network).then(network::user_network),
+        ca_certs,
+        debug_console: match (&place.console, opts.box_debug) {
+            (Some(console), true) => format!("/dev/{console}").into_bytes(),
+            _ => Vec::new(),
+        },
+        // Stamped as the job is sent (agent::send_job).
+        host_time: None,
+    }
+}
