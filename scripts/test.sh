@@ -9,6 +9,8 @@ python3 -c 'import oras.client' 2>/dev/null || python3 -m pip install -q --user 
   python3 -m pip install -q oras
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -q -- -D warnings
+# The floors first (docs/design.md, "The map"): an upward import fails in a second.
+cargo test --locked --test layering
 cargo test --workspace --locked "$@"
 # The spine once more over each other backend (tests/sharing.rs covers all of them itself).
 for backend in virtiofs sshfs; do

@@ -1,59 +1,38 @@
 //! One build from start to teardown; the only place that knows the order of the steps:
-//! check the arguments, take the target dir, resolve the box, settle its size and shares,
-//! launch it (as a VM, `vm::launch`, or a container, `container::launch`), drive the
-//! builder (through the agent, `driver::agent`, or the plugin's protocol,
-//! `driver::plugin`), and stop everything.
+//! check the options (`settings::check`) and the arguments, take the target dir, resolve
+//! the box, settle its settings and shares, launch it (`runtime::launch`: a VM or a
+//! container), drive the builder (through the agent, `drive::agent`, or the plugin's
+//! protocol, `drive::plugin`), and stop everything. The launchers do their own steps
+//! inside `launch` (docs/design.md lists them), in the order this file gives them.
 
+use crate::app::settings;
 use crate::app::target_lock::{self, Taken};
 use crate::boxes::catalog::{Protocol, Refresh};
 use crate::boxes::library::Library;
 use crate::cli::BuildOptions;
 use crate::drive;
 use crate::job::builder_args;
-use crate::job::{self, GUEST_DESCRIPTION, GUEST_TARGET};
-use crate::job::{network, plugin};
-use crate::runtime::share::{self, Backend, SharedDir};
+use crate::job::shares::{self, SharedDir};
+use crate::job::{self, network, plugin, GUEST_DESCRIPTION, GUEST_TARGET};
 use crate::runtime::startup::Timeline;
-use crate::runtime::vm::arch;
-use crate::runtime::Plan;
+use crate::runtime::vm::share;
+use crate::runtime::{self, Plan, RuntimeSettings};
 use crate::sys::error::{Error, Result};
 use crate::sys::signals::SignalWatch;
-use crate::sys::size;
 use crate::sys::ui::Ui;
 use std::time::Instant;
 
-const DEFAULT_MEMORY_MIB: u64 = 2048;
-const DEFAULT_CPUS: u32 = 2;
-
-/// The architecture of the box to run: the host's unless asked otherwise.
-fn box_arch(opts: &BuildOptions) -> &str {
-    if opts.aarch64 {
-        "aarch64"
-    } else if opts.x86_64 {
-        "x86_64"
-    } else if let Some(arch) = &opts.arch {
-        arch
-    } else {
-        std::env::consts::ARCH
-    }
-}
-
+/// Runs one build to its end. Returns the builder's exit code; errors carry boxbuild's own
+/// (README, "Exit status").
 pub fn build(opts: &BuildOptions, ui: Ui) -> Result<u8> {
     let mut timeline = Timeline::new(Instant::now());
     let signals = SignalWatch::install()?;
     let box_ref = opts.box_name.as_deref().ok_or_else(|| {
         Error::setup("no --box given: name the box to build in (see 'boxbuild --list-boxes')")
     })?;
-    if opts.ssh_key.is_some() || opts.ssh_port.is_some() {
-        ui.warn("--ssh-key and --ssh-port are ignored: sshfs sharing runs without SSH (docs/sharing.md)");
-    }
-    let arch = box_arch(opts);
-    let profile = arch::profile(arch).ok_or_else(|| {
-        Error::setup(format!(
-            "unsupported architecture {arch} (supported: {})",
-            arch::known().join(", ")
-        ))
-    })?;
+    settings::check(opts, ui)?;
+    let arch = settings::box_arch(opts);
+    let profile = settings::profile(arch)?;
     // Checked before anything is fetched: a typo costs nothing.
     let mut args = builder_args::resolve(&opts.builder_args)?;
     args.rest.splice(0..0, opts.kiwi_global_args());
@@ -86,19 +65,16 @@ pub fn build(opts: &BuildOptions, ui: Ui) -> Result<u8> {
         },
     ];
     if let Some(path) = &opts.shared_path {
-        let extra = share::extra_dir(path, &[GUEST_DESCRIPTION, GUEST_TARGET])?;
+        let extra = shares::extra_dir(path, &[GUEST_DESCRIPTION, GUEST_TARGET])?;
         ui.detail(&format!("sharing {} read-write", extra.host.display()));
         shared_dirs.push(extra);
     }
-    // A missing virtiofsd is reported before any box is fetched.
-    let choice = if opts.virtiofs_sharing {
-        Backend::Virtiofs
-    } else if opts.sshfs_sharing {
-        Backend::Sshfs
-    } else {
-        Backend::NineP
-    };
-    let mut share_backend = share::backend(shared_dirs.clone(), choice)?;
+    // A VM's missing virtiofsd is reported before any box is fetched; a container needs
+    // none.
+    let sharing = settings::sharing(opts);
+    if !opts.container {
+        share::check(sharing)?;
+    }
     timeline.mark("share check");
     let refresh = if opts.no_update_check {
         Refresh::Never
@@ -106,13 +82,14 @@ pub fn build(opts: &BuildOptions, ui: Ui) -> Result<u8> {
         Refresh::WhenDue
     };
     let mut library = Library::open(ui, refresh, signals.clone())?;
-    let the_box = library.ready(box_ref, arch, !opts.no_update_check, opts.container)?;
+    let ready_box = library.ready(box_ref, arch, !opts.no_update_check, opts.container)?;
     timeline.mark("catalog");
-    ui.detail(&format!("box {} from {}", the_box.name, the_box.source));
-    if !opts.container {
-        the_box.tell_boot_kernel(ui);
+    ui.detail(&format!("box {} from {}", ready_box.name, ready_box.source));
+    let box_settings = settings::box_settings(opts, &ready_box, profile)?;
+    if let RuntimeSettings::Vm(_) = box_settings.runtime {
+        ready_box.tell_boot_kernel(ui);
     }
-    let plugin = match the_box.settings.protocol {
+    let plugin = match ready_box.settings.protocol {
         Protocol::BoxbuildAgent => None,
         Protocol::KiwiBoxedPlugin => {
             // The plugin's boxes mount fixed tags and take the arguments on their command
@@ -125,14 +102,13 @@ pub fn build(opts: &BuildOptions, ui: Ui) -> Result<u8> {
                 }
                 .to_string();
             }
-            share_backend = share::backend(shared_dirs.clone(), choice)?;
             if plugin::clear_stale_result(&args.target)? {
                 ui.detail("removed the result.code of an earlier run");
             }
             Some(plugin::Request {
-                base: &the_box.version.cmdline,
+                base: &ready_box.version.cmdline,
                 kiwi: plugin::kiwi_words(&args.rest),
-                backend: Some(choice),
+                backend: Some(sharing),
                 kiwi_version: opts.kiwi_version.as_deref(),
                 custom_path: shared_dirs
                     .iter()
@@ -142,32 +118,7 @@ pub fn build(opts: &BuildOptions, ui: Ui) -> Result<u8> {
             })
         }
     };
-    let memory_mib = match opts
-        .box_memory
-        .as_deref()
-        .or(the_box.settings.memory.as_deref())
-    {
-        Some(text) => {
-            size::parse_mib(text).map_err(|e| Error::setup(format!("--box-memory: {e}")))?
-        }
-        None => DEFAULT_MEMORY_MIB,
-    };
-    let cpus = opts
-        .box_smp_cpus
-        .or(the_box.settings.cpus)
-        .unwrap_or(DEFAULT_CPUS);
-    let scratch_mib = match opts
-        .scratch_size
-        .as_deref()
-        .or(the_box.settings.scratch.as_deref())
-    {
-        Some(text) => {
-            Some(size::parse_mib(text).map_err(|e| Error::setup(format!("--scratch-size: {e}")))?)
-        }
-        None => None,
-    };
-    let network = the_box.settings.network && !opts.no_network;
-    let ca_certs = if network && !opts.no_host_certs {
+    let ca_certs = if box_settings.network && !opts.no_host_certs {
         network::host_ca_certs(std::env::var("BOXBUILD_CA_CERTS").ok().as_deref())?
     } else {
         Vec::new()
@@ -175,33 +126,37 @@ pub fn build(opts: &BuildOptions, ui: Ui) -> Result<u8> {
 
     let started_at = std::time::SystemTime::now();
     let plan = Plan {
-        opts,
+        settings: &box_settings,
         ui,
-        the_box: &the_box,
+        ready_box: &ready_box,
         args: &args,
         library: &library,
         signals: &signals,
         timeline,
-        profile,
         shares: &shared_dirs,
-        share_backend,
-        memory_mib,
-        cpus,
-        scratch_mib,
-        network,
         plugin,
     };
-    let launched = match opts.container {
-        true => crate::runtime::container::launch(plan)?,
-        false => crate::runtime::vm::launch::launch(plan)?,
-    };
-    match the_box.settings.protocol {
+    let launched = runtime::launch(plan)?;
+    let drive_settings = settings::drive_settings(opts);
+    match ready_box.settings.protocol {
         Protocol::BoxbuildAgent => {
-            let job = job::job(opts, &the_box, &args, launched.place, ca_certs);
-            drive::agent::drive(launched.session, opts, ui, &job, &args.target, &signals)
+            let job_settings = settings::job_settings(opts);
+            let job = job::job(&job_settings, &ready_box, &args, launched.place, ca_certs);
+            drive::agent::drive(
+                launched.session,
+                &drive_settings,
+                ui,
+                &job,
+                &args.target,
+                &signals,
+            )
         }
-        Protocol::KiwiBoxedPlugin => {
-            drive::plugin::drive(launched.session, opts, &args.target, started_at, &signals)
-        }
+        Protocol::KiwiBoxedPlugin => drive::plugin::drive(
+            launched.session,
+            &drive_settings,
+            &args.target,
+            started_at,
+            &signals,
+        ),
     }
 }

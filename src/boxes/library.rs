@@ -3,7 +3,7 @@
 
 use crate::boxes::catalog::{self, Catalog, Found, LoadPolicy, Refresh};
 use crate::boxes::fetch::{self, http::Http, Fetcher};
-use crate::boxes::store::{self, Ready, Store};
+use crate::boxes::store::{self, ReadyBox, Store};
 use crate::sys::error::{Error, Result};
 use crate::sys::signals::SignalWatch;
 use crate::sys::ui::Ui;
@@ -265,7 +265,7 @@ impl Library {
         arch: &str,
         tell_newer: bool,
         container: bool,
-    ) -> Result<Ready> {
+    ) -> Result<ReadyBox> {
         let box_ref = &self.add_oci_box(box_ref)?;
         self.add_catalog_oci_box(box_ref)?;
         let name = catalog::parse_box_ref(box_ref).0;

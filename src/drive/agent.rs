@@ -2,8 +2,7 @@
 //! into the terminal and `result.log`, and turn the builder's status (or how the box
 //! ended without one) into boxbuild's exit code. The same for a VM and a container.
 
-use super::{deadline, TICK};
-use crate::cli::BuildOptions;
+use super::{deadline, DriveSettings, TICK};
 use crate::drive::output::BuildOutput;
 use crate::drive::status::StatusLine;
 use crate::job::wire::{self, AgentEvent};
@@ -23,14 +22,22 @@ const POWEROFF_GRACE: Duration = Duration::from_secs(30);
 /// Runs the build to its end and turns how it ended into an exit code.
 pub fn drive(
     mut session: Session,
-    opts: &BuildOptions,
+    settings: &DriveSettings,
     ui: Ui,
     job: &Job,
     target: &Path,
     signals: &SignalWatch,
 ) -> Result<u8> {
     let mut output: Option<BuildOutput> = None;
-    let result = event_loop(&mut session, opts, ui, job, target, signals, &mut output);
+    let result = event_loop(
+        &mut session,
+        settings,
+        ui,
+        job,
+        target,
+        signals,
+        &mut output,
+    );
     if let (Err(e), Some(out)) = (&result, output.as_mut()) {
         // main reports it on the terminal; result.log gets it too.
         out.log_only(format!("boxbuild: error: {e}\n").as_bytes());
@@ -54,7 +61,7 @@ pub fn drive(
 
 fn event_loop(
     session: &mut Session,
-    opts: &BuildOptions,
+    settings: &DriveSettings,
     ui: Ui,
     job: &Job,
     target: &Path,
@@ -62,9 +69,9 @@ fn event_loop(
     output: &mut Option<BuildOutput>,
 ) -> Result<Status> {
     // Cleared and stopped on every return, before any error is written.
-    let status_line = StatusLine::start(ui, opts.box_console || opts.box_debug, session.started);
-    let deadline = deadline(session.started, opts.timeout);
-    let boot_deadline = session.started + session.guest.greeting_timeout();
+    let status_line = StatusLine::start(ui, settings.console_shown, session.started);
+    let deadline = deadline(session.started, settings.timeout);
+    let boot_deadline = session.started + session.running.greeting_timeout();
     let mut greeted = false;
     let mut status: Option<(Status, Instant)> = None;
     let mut agent_closed = false;
@@ -94,7 +101,7 @@ fn event_loop(
                 *output = Some(BuildOutput::create(target)?);
                 wire::send_job(agent_writer, job, version).map_err(|e| Error::BoxFailed {
                     reason: format!("cannot send the job to the agent: {e}"),
-                    details: session.guest.console_tail(),
+                    details: session.running.console_tail(),
                 })?;
             }
             Ok(AgentEvent::Log(line)) => ui.detail(&format!("agent: {line}")),
@@ -137,7 +144,7 @@ fn event_loop(
             std::thread::sleep(TICK);
         }
         if qemu_exited.is_none() {
-            if let Some(exit) = session.guest.try_wait() {
+            if let Some(exit) = session.running.try_wait() {
                 qemu_exited = Some((exit, Instant::now()));
             }
         }
@@ -149,13 +156,13 @@ fn event_loop(
             if agent_closed || at.elapsed() > Duration::from_secs(2) {
                 return match status {
                     Some((s, _)) => Ok(s),
-                    None => Err(session.guest.failure(exit)),
+                    None => Err(session.running.failure(exit)),
                 };
             }
         }
         if let Some((s, at)) = &status {
             // --box-debug: the box stays up until the user leaves its shell.
-            if !opts.box_debug && at.elapsed() > POWEROFF_GRACE {
+            if !settings.debug_shell && at.elapsed() > POWEROFF_GRACE {
                 let _pause = status_line.pause();
                 ui.detail("the box did not power off after the build; stopping it");
                 return Ok(s.clone());
@@ -165,7 +172,7 @@ fn event_loop(
             if Instant::now() > when {
                 return Err(Error::Timeout {
                     after: humantime::format_duration(limit).to_string(),
-                    details: session.guest.console_tail(),
+                    details: session.running.console_tail(),
                 });
             }
         }
@@ -173,9 +180,9 @@ fn event_loop(
             return Err(Error::BoxFailed {
                 reason: format!(
                     "the agent did not answer within {}s of power-on",
-                    session.guest.greeting_timeout().as_secs()
+                    session.running.greeting_timeout().as_secs()
                 ),
-                details: session.guest.console_tail(),
+                details: session.running.console_tail(),
             });
         }
     }

@@ -10,6 +10,18 @@ pub mod status;
 
 use std::time::{Duration, Instant};
 
+/// How a build is driven, resolved once by `app::settings`.
+#[derive(Debug, Clone, Default)]
+pub struct DriveSettings {
+    /// `--timeout`: the longest the box may run, from its start; None: no limit.
+    pub timeout: Option<Duration>,
+    /// Whether the box's console is on the terminal (`--box-console`, `--box-debug`): no
+    /// status line then.
+    pub console_shown: bool,
+    /// `--box-debug`: the box stays up for a shell after the build.
+    pub debug_shell: bool,
+}
+
 /// How often the drivers look at the box, the signals and the clock.
 const TICK: Duration = Duration::from_millis(20);
 

@@ -2,8 +2,7 @@
 //! code is the `result.code` it wrote into the target dir during this run
 //! (`plugin_box`). The same for its VM and its container image.
 
-use super::{deadline, TICK};
-use crate::cli::BuildOptions;
+use super::{deadline, DriveSettings, TICK};
 use crate::job::plugin;
 use crate::runtime::session::Session;
 use crate::sys::error::{Error, Result};
@@ -15,24 +14,24 @@ use std::time::Instant;
 /// is the `result.code` it wrote into the target dir during this run.
 pub fn drive(
     mut session: Session,
-    opts: &BuildOptions,
+    settings: &DriveSettings,
     target: &Path,
     started_at: std::time::SystemTime,
     signals: &SignalWatch,
 ) -> Result<u8> {
-    let deadline = deadline(session.started, opts.timeout);
+    let deadline = deadline(session.started, settings.timeout);
     let exit = loop {
         if let Some(sig) = signals.pending() {
             return Err(Error::Interrupted(sig));
         }
-        if let Some(exit) = session.guest.try_wait() {
+        if let Some(exit) = session.running.try_wait() {
             break exit;
         }
         if let Some((when, limit)) = deadline {
             if Instant::now() > when {
                 return Err(Error::Timeout {
                     after: humantime::format_duration(limit).to_string(),
-                    details: session.guest.console_tail(),
+                    details: session.running.console_tail(),
                 });
             }
         }
@@ -41,7 +40,7 @@ pub fn drive(
     match plugin::read_result(target, started_at) {
         Ok(code) => Ok(code),
         Err(reason) => {
-            let mut failure = session.guest.failure(exit);
+            let mut failure = session.running.failure(exit);
             if let Error::BoxFailed { reason: r, .. } = &mut failure {
                 *r = format!("{reason} ({r})");
             }

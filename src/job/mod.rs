@@ -2,8 +2,7 @@
 //! filled in, then the user's arguments) and all it needs around it, for a box run as a VM
 //! or as a container alike (protocol frames in `guest_agent::protocol`).
 
-use crate::boxes::store::Ready as ResolvedBox;
-use crate::cli::BuildOptions;
+use crate::boxes::store::ReadyBox;
 use crate::job::builder_args::BuilderArgs;
 
 use guest_agent::protocol::{Job, Mount};
@@ -12,7 +11,17 @@ pub mod builder_args;
 pub mod network;
 pub mod plugin;
 pub mod scratch;
+pub mod shares;
 pub mod wire;
+
+/// What the job carries besides the builder's arguments, resolved once by `app::settings`.
+#[derive(Debug, Clone, Default)]
+pub struct JobSettings {
+    /// `--kiwi-version`: kiwi to install from PyPI in the box for this run.
+    pub kiwi_version: Option<String>,
+    /// `--box-debug`: a shell on the box's console after the build.
+    pub debug_shell: bool,
+}
 
 /// Where the description appears in the box (read-only).
 pub const GUEST_DESCRIPTION: &str = "/description";
@@ -38,11 +47,11 @@ pub struct JobPlace {
     pub console: Option<String>,
 }
 
-/// The job for `args` in `the_box`, run at `place`; `ca_certs` are PEM certificates the
+/// The job for `args` in `ready_box`, run at `place`; `ca_certs` are PEM certificates the
 /// agent appends to the box's CA bundle.
 pub fn job(
-    opts: &BuildOptions,
-    the_box: &ResolvedBox,
+    settings: &JobSettings,
+    ready_box: &ReadyBox,
     args: &BuilderArgs,
     place: JobPlace,
     ca_certs: Vec<u8>,
@@ -54,7 +63,7 @@ pub fn job(
             other => other.as_bytes().to_vec(),
         }
     };
-    let mut argv: Vec<Vec<u8>> = the_box
+    let mut argv: Vec<Vec<u8>> = ready_box
         .settings
         .builder
         .iter()
@@ -82,7 +91,7 @@ pub fn job(
             readonly: false,
         });
     }
-    if let Some(version) = &opts.kiwi_version {
+    if let Some(version) = &settings.kiwi_version {
         env.push(format!("BOXBUILD_KIWI_VERSION={version}"));
     }
     if place.network {
@@ -98,7 +107,7 @@ pub fn job(
         workdir: GUEST_TARGET.as_bytes().to_vec(),
         network: (place.network && place.configure_network).then(network::user_network),
         ca_certs,
-        debug_console: match (&place.console, opts.box_debug) {
+        debug_console: match (&place.console, settings.debug_shell) {
             (Some(console), true) => format!("/dev/{console}").into_bytes(),
             _ => Vec::new(),
         },

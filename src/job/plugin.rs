@@ -10,7 +10,7 @@
 //! box, so only words that survive that unchanged are accepted; anything else is refused
 //! with a clear message rather than mangled.
 
-use crate::runtime::share::Backend;
+use crate::job::shares::Sharing;
 use crate::sys::error::{Error, Result};
 use std::ffi::{OsStr, OsString};
 use std::path::Path;
@@ -90,7 +90,7 @@ pub struct Request<'a> {
     pub base: &'a str,
     pub kiwi: Vec<OsString>,
     /// How a VM mounts the shares; None for a container, where they are bind mounts.
-    pub backend: Option<Backend>,
+    pub backend: Option<Sharing>,
     pub kiwi_version: Option<&'a str>,
     pub custom_path: Option<&'a Path>,
     pub keep_open: bool,
@@ -108,9 +108,9 @@ pub fn cmdline(request: &Request) -> Result<String> {
     }
     let backend = match request.backend {
         None => None,
-        Some(Backend::NineP) => Some("9p"),
-        Some(Backend::Virtiofs) => Some("virtiofs"),
-        Some(Backend::Sshfs) => {
+        Some(Sharing::NineP) => Some("9p"),
+        Some(Sharing::Virtiofs) => Some("virtiofs"),
+        Some(Sharing::Sshfs) => {
             return Err(Error::setup(
                 "--sshfs-sharing is not available with boxes of KIWI's Python plugin: they mount sshfs over SSH with a key authorised on the host; use --9p-sharing or --virtiofs-sharing",
             ))
@@ -188,7 +188,7 @@ mod tests {
         Request {
             base: "console=hvc0 root=/dev/vda3",
             kiwi,
-            backend: Some(Backend::NineP),
+            backend: Some(Sharing::NineP),
             kiwi_version: None,
             custom_path: None,
             keep_open: false,
@@ -225,7 +225,7 @@ mod tests {
             assert!(e.contains("cannot be passed"), "{bad}: {e}");
         }
         let mut r = request(vec![]);
-        r.backend = Some(Backend::Sshfs);
+        r.backend = Some(Sharing::Sshfs);
         assert!(cmdline(&r)
             .unwrap_err()
             .to_string()

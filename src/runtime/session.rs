@@ -1,11 +1,10 @@
-//! A started box as the drivers see it: the box itself (`Guest`), the agent's channel if
+//! A started box as the drivers see it: the box itself (`RunningBox`), the agent's channel if
 //! the box has an agent, and the follower that copies its console to the terminal.
 //! Dropping a session stops the box, so every early return cleans up.
 
 use crate::job::wire::{self, AgentEvent};
 use crate::runtime::rundir::RunDir;
 use crate::runtime::startup::Timeline;
-use crate::runtime::Guest;
 use crate::sys::error::{Error, Result};
 use crate::sys::signals::SignalWatch;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -22,9 +21,23 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// The agent's channel: the writer for jobs, and the decoded frames as they arrive.
 pub type AgentChannel = (UnixStream, mpsc::Receiver<AgentEvent>);
 
+/// The box's process as the drivers see it, whichever runtime runs it.
+pub trait RunningBox {
+    /// The box's process has ended, with its status; None while it runs.
+    fn try_wait(&mut self) -> Option<std::process::ExitStatus>;
+    /// Stops the box if it still runs: politely, then by force. Idempotent.
+    fn stop(&mut self);
+    /// Why the box ended without a status from the builder, as precisely as its logs tell.
+    fn failure(&self, exit: std::process::ExitStatus) -> crate::sys::error::Error;
+    /// The box's last console lines, for error details.
+    fn console_tail(&self) -> String;
+    /// How long the box may take from its start to the agent's greeting.
+    fn greeting_timeout(&self) -> std::time::Duration;
+}
+
 pub struct Session {
     /// The box itself: QEMU or a container.
-    pub guest: Box<dyn Guest>,
+    pub running: Box<dyn RunningBox>,
     /// None for boxes without an agent (the Python plugin's).
     pub agent: Option<AgentChannel>,
     /// The host's start-up so far (the box's start included), for `-v`.
@@ -36,13 +49,13 @@ pub struct Session {
 
 impl Session {
     pub fn new(
-        guest: Box<dyn Guest>,
+        running: Box<dyn RunningBox>,
         agent: Option<AgentChannel>,
         timeline: Timeline,
         started: Instant,
     ) -> Session {
         Session {
-            guest,
+            running,
             agent,
             timeline,
             started,
@@ -59,7 +72,7 @@ impl Session {
 
 impl Drop for Session {
     fn drop(&mut self) {
-        self.guest.stop();
+        self.running.stop();
         if let Some((stop, follower)) = self.console.take() {
             stop.store(true, Ordering::SeqCst);
             let _ = follower.join();

@@ -6,6 +6,7 @@ use std::ffi::OsString;
 use std::fs::File;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -86,4 +87,13 @@ pub fn stop(child: &mut Child, grace: Duration) {
         let _ = child.kill();
         let _ = child.wait();
     }
+}
+
+/// A program on PATH or in the sbin directories (not on a normal user's PATH on Debian).
+pub fn on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin".into(), "/sbin".into()])
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
 }

@@ -4,7 +4,7 @@
 
 use std::io::Write;
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Ui {
     pub quiet: bool,
     pub verbose: u8,

@@ -154,13 +154,13 @@ fn sidecar_digest(text: &str, url: &Url) -> Result<String> {
 
 /// A catalog (TOML) for one box and architecture, from the server's current files.
 pub fn synthesize(config: &PluginConfig, name: &str, arch: &str, http: &Http) -> Result<String> {
-    let the_box = config
+    let ready_box = config
         .boxes
         .iter()
         .find(|b| b.name == name)
         .ok_or_else(|| Error::setup(format!("box {name} is not in {FILE_NAME}")))?;
-    let Some(a) = the_box.arch.iter().find(|a| a.name == arch) else {
-        let known: Vec<&str> = the_box.arch.iter().map(|a| a.name.as_str()).collect();
+    let Some(a) = ready_box.arch.iter().find(|a| a.name == arch) else {
+        let known: Vec<&str> = ready_box.arch.iter().map(|a| a.name.as_str()).collect();
         return Err(Error::setup(format!(
             "box {name} has no {arch} version (it has: {}); choose one with --arch",
             known.join(", ")
@@ -192,17 +192,17 @@ pub fn synthesize(config: &PluginConfig, name: &str, arch: &str, http: &Http) ->
         }
         None => disk_sha[..12].to_string(),
     };
-    let console = the_box.console.clone().unwrap_or_else(|| "hvc0".into());
+    let console = ready_box.console.clone().unwrap_or_else(|| "hvc0".into());
     let mut cmdline = vec![format!("console={console}")];
     cmdline.extend(a.cmdline.iter().cloned());
     let mut toml = format!(
         "[boxes.{name}]\ndescription = {}\nprotocol = \"kiwi-boxed-plugin\"\n",
         quote(&format!("KIWI boxed plugin box from {}", a.source))
     );
-    if let Some(mem) = the_box.mem_mb.as_ref().and_then(memory) {
+    if let Some(mem) = ready_box.mem_mb.as_ref().and_then(memory) {
         toml.push_str(&format!("memory = {}\n", quote(&mem)));
     }
-    if let Some(cpus) = the_box.processors.as_ref().and_then(|v| match v {
+    if let Some(cpus) = ready_box.processors.as_ref().and_then(|v| match v {
         serde_norway::Value::Number(n) => n.as_u64(),
         serde_norway::Value::String(s) => s.parse().ok(),
         _ => None,

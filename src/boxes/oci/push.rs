@@ -8,7 +8,7 @@ use super::signature;
 use crate::boxes::catalog::Role;
 use crate::boxes::fetch::progress::Progress;
 use crate::boxes::reference::BoxReference;
-use crate::boxes::store::Ready;
+use crate::boxes::store::ReadyBox;
 use crate::sys::error::{Error, Result};
 use crate::sys::ui::Ui;
 use oci_client::manifest::{ImageIndexEntry, OciDescriptor, Platform};
@@ -17,7 +17,7 @@ use std::path::Path;
 
 /// One architecture of the version, ready on disk, with its settings.
 pub struct ArchBox {
-    pub ready: Ready,
+    pub ready: ReadyBox,
     pub config: BoxConfig,
 }
 
@@ -162,7 +162,7 @@ fn compress(path: &Path, scratch: &Path) -> Result<tempfile::NamedTempFile> {
     Ok(out)
 }
 
-fn files(ready: &Ready) -> Vec<(Role, &Path)> {
+fn files(ready: &ReadyBox) -> Vec<(Role, &Path)> {
     let mut files = vec![(Role::Kernel, ready.kernel.as_path())];
     files.extend(ready.initrd.as_deref().map(|p| (Role::Initrd, p)));
     files.extend(ready.disk.as_deref().map(|p| (Role::Disk, p)));
@@ -176,7 +176,7 @@ fn upload_file(
     registry: &Registry,
     ui: Ui,
     target: &BoxReference,
-    ready: &Ready,
+    ready: &ReadyBox,
     role: Role,
     path: &Path,
     digest: &str,

@@ -4,9 +4,9 @@
 //! and the result kept under `ROOT/catalogs/oci/` so later runs need no network at all.
 
 use super::client::{Registry, RegistryError};
-use super::source::{RegistrySource, Source};
 use super::format::{self, BoxConfig};
 use super::signature;
+use super::source::{RegistrySource, Source};
 use crate::boxes::catalog::{Base, BoxEntry, Catalog, CatalogFile, Refresh};
 use crate::boxes::reference::BoxReference;
 use crate::boxes::trust::Rule;
@@ -39,7 +39,6 @@ pub struct SignatureLayer {
     pub payload: String,
     pub signature: String,
 }
-
 
 /// What resolving needs from its caller.
 pub struct Resolver<'a> {

@@ -21,7 +21,7 @@ pub mod overlay;
 mod provide;
 
 pub use layers::LayerState;
-pub use provide::{at_hand_kind, choose, image_only, provide, AtHand, Ready};
+pub use provide::{at_hand_kind, choose, image_only, provide, AtHand, ReadyBox};
 
 use crate::boxes::catalog::{compare_versions, Role};
 use crate::sys::error::{Context, Error, Result};

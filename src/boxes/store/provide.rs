@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 /// One box version ready to boot, with local file paths.
 #[derive(Debug)]
-pub struct Ready {
+pub struct ReadyBox {
     pub name: String,
     pub settings: Settings,
     pub version: VersionEntry,
@@ -33,7 +33,7 @@ pub struct Ready {
     pub _lock: Option<EntryLock>,
 }
 
-impl Ready {
+impl ReadyBox {
     /// The file QEMU boots: the extracted uncompressed kernel if there is one, else the
     /// box's kernel file.
     pub fn boot_kernel(&self) -> &Path {
@@ -206,8 +206,8 @@ pub fn choose<'f>(
 
 /// `version` as its container image runs it (`container =`): its settings and none of its
 /// files, so nothing is fetched; the image is the container engine's to pull.
-pub fn image_only(found: &Found, version: &VersionEntry) -> Ready {
-    Ready {
+pub fn image_only(found: &Found, version: &VersionEntry) -> ReadyBox {
+    ReadyBox {
         name: found.name.clone(),
         settings: found.entry.settings(version),
         version: version.clone(),
@@ -227,11 +227,11 @@ pub fn provide(
     found: &Found,
     version: &VersionEntry,
     fetcher: &Fetcher,
-) -> Result<Ready> {
+) -> Result<ReadyBox> {
     let key = Key::new(&found.name, &found.arch, &version.version);
     // The kernel to boot is settled here, with the version held: at install for a
     // fetched box, on first use for one used in place.
-    let ready = |mut files: BTreeMap<Role, Local>, lock, fetched| -> Result<Ready> {
+    let ready = |mut files: BTreeMap<Role, Local>, lock, fetched| -> Result<ReadyBox> {
         // Every version names a kernel (the catalog's schema requires one).
         let kernel = files.remove(&Role::Kernel).ok_or_else(|| {
             Error::setup(format!(
@@ -245,7 +245,7 @@ pub fn provide(
             kernel.sha256.as_deref(),
             fetcher.signals,
         )?;
-        Ok(Ready {
+        Ok(ReadyBox {
             name: found.name.clone(),
             settings: found.entry.settings(version),
             version: version.clone(),

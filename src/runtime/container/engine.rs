@@ -4,6 +4,7 @@
 //! defaults ("error setting rlimit type 6").
 
 use crate::sys::error::{Error, Result};
+use crate::sys::process::on_path;
 use std::ffi::OsString;
 use std::path::PathBuf;
 
@@ -14,15 +15,6 @@ pub struct Engine {
     pub runtime: Option<String>,
     /// Whether the container runs in a user namespace (boxbuild is not root).
     pub rootless: bool,
-}
-
-/// A program on PATH or in the sbin directories (not on a normal user's PATH on Debian).
-pub fn on_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin".into(), "/sbin".into()])
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
 }
 
 /// The engine, or one line saying what to install.

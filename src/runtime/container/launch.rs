@@ -5,15 +5,15 @@
 //! `/container.cmdline` holds `kiwi="..."` and the `_V_` variables, the description is at
 //! `/description`, the target at `/bundle`, and the image leaves `result.code` there.
 
-use super::{engine, image, kiwi_type, rootfs, ContainerGuest, Network, Root, Spec, Volume};
+use super::{engine, image, kiwi_type, rootfs, ContainerBox, Network, Root, Spec, Volume};
 use crate::boxes::catalog::Protocol;
-use crate::runtime::console;
 use crate::job::plugin;
 use crate::job::JobPlace;
 use crate::job::{self, network};
+use crate::runtime::console;
 use crate::runtime::rundir::RunDir;
 use crate::runtime::session::{self, Session};
-use crate::runtime::{Launched, Plan};
+use crate::runtime::{ContainerSettings, Launched, Plan};
 use crate::sys::error::{Error, Result};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -30,60 +30,55 @@ const PLUGIN_CMDLINE: &str = "/container.cmdline";
 const PLUGIN_BUNDLE: &str = "/bundle";
 
 /// Starts the planned box as a container. Errors (one line each, before anything runs):
-/// an option that needs a VM, a box of another architecture, a box with no root to run,
+/// a box of another architecture, a box with no root to run,
 /// an image type a rootless container cannot build, a missing engine.
-pub fn launch(plan: Plan) -> Result<Launched> {
+pub fn launch(plan: Plan, container: &ContainerSettings) -> Result<Launched> {
     let Plan {
-        opts,
+        settings,
         ui,
-        the_box,
+        ready_box,
         library,
         signals,
         mut timeline,
         shares,
-        scratch_mib,
-        network,
         plugin,
         args,
-        ..
     } = plan;
-    let refuse = |what: &str| {
-        Err(Error::setup(format!(
-            "--container cannot be combined with {what}; drop one of them"
-        )))
-    };
-    if opts.box_debug {
-        return refuse("--box-debug (a shell in a VM)");
-    }
-    if opts.no_snapshot {
-        return refuse("--no-snapshot (a VM's persistent disk layer)");
-    }
-    if the_box.version.arch != std::env::consts::ARCH {
+    let network = settings.network;
+    if ready_box.version.arch != std::env::consts::ARCH {
         return Err(Error::setup(format!(
             "--container runs boxes of this machine's architecture ({}) only, this is {}; drop --container to emulate it in a VM",
             std::env::consts::ARCH,
-            the_box.version.arch
+            ready_box.version.arch
         )));
     }
-    let is_plugin = the_box.settings.protocol == Protocol::KiwiBoxedPlugin;
-    let image = the_box.version.container.as_deref();
-    let root = match (is_plugin, image, &the_box.disk) {
+    let is_plugin = ready_box.settings.protocol == Protocol::KiwiBoxedPlugin;
+    let image = ready_box.version.container.as_deref();
+    let root = match (is_plugin, image, &ready_box.disk) {
         (true, Some(image), _) => Root::Image(image),
         (true, None, _) => {
             return Err(Error::setup(format!(
                 "--container: box {} speaks the Python plugin's protocol and names no container image ('container:' in kiwi_boxed_plugin.yml); drop --container",
-                the_box.name
+                ready_box.name
             )))
         }
         (false, _, Some(disk)) => Root::Dir(disk),
         (false, _, None) => {
             return Err(Error::setup(format!(
                 "--container: box {} has no disk to take a root file system from; drop --container",
-                the_box.name
+                ready_box.name
             )))
         }
     };
     let engine = engine::find()?;
+    let (memory_mib, cpus) = match (container.memory_mib, container.cpus) {
+        (None, None) => (None, None),
+        _ if engine.rootless && !super::cgroup_v2_only() => {
+            ui.warn("--box-memory and --box-smp-cpus are not applied: a rootless container gets no resource limits on a host with cgroups v1 or hybrid cgroups (run as root, or on a cgroups v2 host)");
+            (None, None)
+        }
+        limits => limits,
+    };
     if engine.rootless {
         let wanted = kiwi_type::image_type(&args.rest, &args.description);
         if let Some(wanted) = wanted.filter(|t| !kiwi_type::WITHOUT_LOOP.contains(&t.as_str())) {
@@ -131,7 +126,7 @@ pub fn launch(plan: Plan) -> Result<Launched> {
     }
     let mut volumes = Vec::new();
     let mut held: Vec<Box<dyn std::any::Any>> = Vec::new();
-    if scratch_mib.is_some() {
+    if settings.scratch_mib.is_some() {
         let dir = run_dir.path("scratch");
         std::fs::create_dir(&dir)
             .map_err(|e| Error::setup(format!("cannot create {}: {e}", dir.display())))?;
@@ -167,7 +162,7 @@ pub fn launch(plan: Plan) -> Result<Launched> {
             let (listener, socket) = session::bind(&run_dir, "agent.sock")?;
             agent_listener = Some(listener);
             volumes.push(Volume::new(socket, super::AGENT_SOCKET, false));
-            let agent = super::agent_path(&the_box.version.cmdline);
+            let agent = super::agent_path(&ready_box.version.cmdline);
             let command = vec![agent.into(), "--socket".into(), super::AGENT_SOCKET.into()];
             (command, Vec::new())
         }
@@ -204,6 +199,8 @@ pub fn launch(plan: Plan) -> Result<Launched> {
         volumes,
         network: spec_network,
         env,
+        memory_mib,
+        cpus,
     };
     if ui.verbose > 0 {
         let shown: Vec<String> = spec
@@ -214,28 +211,34 @@ pub fn launch(plan: Plan) -> Result<Launched> {
         ui.detail(&format!("{} {}", engine.podman.display(), shown.join(" ")));
     }
     ui.info(&format!(
-        "box {} {} as a container ({}), sharing by bind mounts",
-        the_box.name,
-        the_box.version.version,
+        "box {} {} as a container ({}), {}, sharing by bind mounts",
+        ready_box.name,
+        ready_box.version.version,
         if engine.rootless {
             "rootless"
         } else {
             "privileged"
-        }
+        },
+        super::limits_text(memory_mib, cpus),
     ));
     let log = run_dir.path("console.log");
     // The plugin's images print the build: it is the build's output, as in its VMs.
-    let console = match plugin_line {
-        Some(_) => {
+    // With --box-console, an agent box's own output (the agent's log) goes to stderr.
+    let console_stream = match (&plugin_line, container.console) {
+        (Some(_), _) => Some(console::Stream::Stdout),
+        (None, true) => Some(console::Stream::Stderr),
+        (None, false) => None,
+    };
+    let console = match console_stream {
+        Some(stream) => {
             let stop = Arc::new(AtomicBool::new(false));
-            let follower =
-                console::follow_console(log.clone(), stop.clone(), console::Stream::Stdout)?;
+            let follower = console::follow_console(log.clone(), stop.clone(), stream)?;
             Some((stop, follower))
         }
         None => None,
     };
     let started = Instant::now();
-    let mut guest = match ContainerGuest::start(&spec, &log) {
+    let mut guest = match ContainerBox::start(&spec, &log) {
         Ok(guest) => guest,
         Err(e) => {
             if let Some((stop, follower)) = console {
@@ -250,8 +253,8 @@ pub fn launch(plan: Plan) -> Result<Launched> {
         Some(listener) => match session::connect_agent(listener, &mut guest.child, signals) {
             Ok(channel) => Some(channel),
             Err(e) => {
-                let details = crate::runtime::Guest::console_tail(&guest);
-                crate::runtime::Guest::stop(&mut guest);
+                let details = crate::runtime::session::RunningBox::console_tail(&guest);
+                crate::runtime::session::RunningBox::stop(&mut guest);
                 return Err(match e {
                     Error::Interrupted(_) => e,
                     other => Error::BoxFailed {
@@ -271,7 +274,7 @@ pub fn launch(plan: Plan) -> Result<Launched> {
     let place = JobPlace {
         mounts: Vec::new(),
         scratch_disk: false,
-        scratch_dir: scratch_mib.is_some(),
+        scratch_dir: settings.scratch_mib.is_some(),
         network,
         configure_network: false,
         host_network,

@@ -13,7 +13,7 @@ pub mod rootfs;
 pub use launch::launch;
 
 use crate::runtime::console;
-use crate::runtime::Guest;
+use crate::runtime::session::RunningBox;
 use crate::sys::error::Error;
 use engine::Engine;
 use std::ffi::OsString;
@@ -66,6 +66,9 @@ pub struct Spec<'a> {
     pub network: Network,
     /// `NAME=value` pairs for the container's environment.
     pub env: Vec<String>,
+    /// The engine's memory limit in MiB and CPU limit; None: none.
+    pub memory_mib: Option<u64>,
+    pub cpus: Option<u32>,
 }
 
 impl Spec<'_> {
@@ -85,6 +88,15 @@ impl Spec<'_> {
             args.extend(["--runtime".into(), runtime.into()]);
         }
         args.extend(engine::ulimit_args());
+        if let Some(mib) = self.memory_mib {
+            // The swap limit equal to the memory limit: no swap beyond it, as in a VM.
+            args.extend(
+                [format!("--memory={mib}m"), format!("--memory-swap={mib}m")].map(OsString::from),
+            );
+        }
+        if let Some(cpus) = self.cpus {
+            args.push(format!("--cpus={cpus}").into());
+        }
         // As KIWI's plugin runs it: as root, loop devices and device-mapper for disk
         // images; rootless, all capabilities within the user's own namespace only, which
         // kiwi needs to mount /proc and bind mounts in the image root.
@@ -144,6 +156,28 @@ pub enum Network {
 }
 
 /// The network a container gets: its own user-mode network where it can have one.
+/// The limits for the start line: "memory limit 4096 MiB, 2 CPUs" or "no memory or CPU
+/// limit".
+pub fn limits_text(memory_mib: Option<u64>, cpus: Option<u32>) -> String {
+    match (memory_mib, cpus) {
+        (None, None) => "no memory or CPU limit".into(),
+        (Some(m), None) => format!("memory limit {m} MiB"),
+        (None, Some(c)) => format!("limit {c} CPU(s)"),
+        (Some(m), Some(c)) => format!("memory limit {m} MiB, {c} CPU(s)"),
+    }
+}
+
+/// Whether the host's cgroup hierarchy is v2 only (`/sys/fs/cgroup` is cgroup2fs). A
+/// rootless container gets resource limits only there: on v1 and hybrid hosts podman
+/// ignores them (containers.conf(5), "cgroups").
+pub fn cgroup_v2_only() -> bool {
+    const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: the path is a valid C string and `st` a valid out-pointer.
+    let rc = unsafe { libc::statfs(c"/sys/fs/cgroup".as_ptr(), &mut st) };
+    rc == 0 && st.f_type as i64 == CGROUP2_SUPER_MAGIC
+}
+
 pub fn network(engine: &Engine, wanted: bool) -> Network {
     let tun = || {
         std::fs::OpenOptions::new()
@@ -161,7 +195,7 @@ pub fn network(engine: &Engine, wanted: bool) -> Network {
 }
 
 /// A running container as the box.
-pub struct ContainerGuest {
+pub struct ContainerBox {
     pub child: Child,
     pub engine: Engine,
     pub name: String,
@@ -169,9 +203,9 @@ pub struct ContainerGuest {
     pub log: PathBuf,
 }
 
-impl ContainerGuest {
+impl ContainerBox {
     /// Starts `spec`; the engine's output goes to `log`.
-    pub fn start(spec: &Spec, log: &Path) -> crate::sys::error::Result<ContainerGuest> {
+    pub fn start(spec: &Spec, log: &Path) -> crate::sys::error::Result<ContainerBox> {
         let file = std::fs::File::create(log)
             .map_err(|e| Error::setup(format!("cannot create {}: {e}", log.display())))?;
         let err = file
@@ -184,7 +218,7 @@ impl ContainerGuest {
             .stderr(err)
             .spawn()
             .map_err(|e| Error::setup(format!("cannot start podman: {e}")))?;
-        Ok(ContainerGuest {
+        Ok(ContainerBox {
             child,
             engine: spec.engine.clone(),
             name: spec.name.clone(),
@@ -202,7 +236,7 @@ impl ContainerGuest {
     }
 }
 
-impl Guest for ContainerGuest {
+impl RunningBox for ContainerBox {
     fn try_wait(&mut self) -> Option<ExitStatus> {
         self.child.try_wait().ok().flatten()
     }

@@ -161,7 +161,7 @@ fn make(cache: &Path, disk: &Path, key: &str, ui: Ui, signals: &SignalWatch) -> 
 
 /// The program `name`, searched on PATH and in the sbin directories.
 fn tool(name: &str) -> Command {
-    Command::new(super::engine::on_path(name).unwrap_or_else(|| PathBuf::from(name)))
+    Command::new(crate::sys::process::on_path(name).unwrap_or_else(|| PathBuf::from(name)))
 }
 
 fn run(what: &str, command: &mut Command) -> Result<String> {

@@ -6,16 +6,18 @@
 use crate::boxes::catalog::Protocol;
 use crate::boxes::store::overlay;
 use crate::boxes::store::{Key, LayerState};
-use crate::runtime::console;
 use crate::job::plugin;
 use crate::job::JobPlace;
+use crate::runtime::console;
 use crate::runtime::rundir::{self, RunDir};
 use crate::runtime::scratch;
+use crate::runtime::session::RunningBox;
 use crate::runtime::session::{self, Session, CONNECT_TIMEOUT};
 use crate::runtime::vm::accel::{self, Accel};
 use crate::runtime::vm::qemu::QemuSpec;
+use crate::runtime::vm::share;
 use crate::runtime::vm::{qmp, refusal};
-use crate::runtime::{Guest, Launched, Plan};
+use crate::runtime::{Launched, Plan, VmSettings};
 use crate::sys::error::{Error, Result};
 use crate::sys::process;
 use std::any::Any;
@@ -66,25 +68,22 @@ fn boot_timeout(accel: Accel) -> Duration {
 
 /// Starts the planned box as a VM. Errors: QEMU refusing the configuration (in its own
 /// words), a missing helper, a run dir or disk that cannot be made; nothing is left.
-pub fn launch(plan: Plan) -> Result<Launched> {
+pub fn launch(plan: Plan, vm: &VmSettings) -> Result<Launched> {
     let Plan {
-        opts,
+        settings,
         ui,
-        the_box,
+        ready_box,
         library,
         signals,
         mut timeline,
-        profile,
-        shares: _,
+        shares,
         args: _,
-        mut share_backend,
-        memory_mib,
-        cpus,
-        scratch_mib,
-        network,
         plugin,
     } = plan;
-    let arch = the_box.version.arch.as_str();
+    let profile = settings.profile;
+    let (memory_mib, cpus, network) = (vm.memory_mib, vm.cpus, settings.network);
+    let mut share_backend = share::backend(shares.to_vec(), vm.sharing)?;
+    let arch = ready_box.version.arch.as_str();
     let cmdline = match &plugin {
         // The plugin's boxes take the arguments on the kernel command line; refused
         // arguments stop the run before anything boots.
@@ -92,21 +91,21 @@ pub fn launch(plan: Plan) -> Result<Launched> {
             base: &with_fast_boot(request.base),
             ..request.clone()
         })?,
-        None => with_fast_boot(&the_box.version.cmdline),
+        None => with_fast_boot(&ready_box.version.cmdline),
     };
-    let console = the_box
+    let console = ready_box
         .version
         .console
         .clone()
         .unwrap_or_else(|| profile.console.to_string());
     let probe_target = accel::ProbeTarget {
         profile,
-        machine: opts.machine.as_deref(),
-        cpu: opts.cpu.as_deref(),
-        kernel: the_box.boot_kernel(),
+        machine: vm.machine.as_deref(),
+        cpu: vm.cpu.as_deref(),
+        kernel: ready_box.boot_kernel(),
         console: &console,
     };
-    let (accel, accel_note) = accel::choose(&probe_target, opts.no_accel, &rundir::base_dir()?)?;
+    let (accel, accel_note) = accel::choose(&probe_target, !vm.allow_kvm, &rundir::base_dir()?)?;
     timeline.mark("accelerator");
     if let Some(note) = accel_note {
         ui.info(&note);
@@ -116,10 +115,10 @@ pub fn launch(plan: Plan) -> Result<Launched> {
     let hint = library.store.root().join("hints/container");
     if accel == Accel::Tcg
         && arch == std::env::consts::ARCH
-        && the_box.disk.is_some()
+        && ready_box.disk.is_some()
         && plugin.is_none()
         && !hint.exists()
-        && crate::runtime::container::engine::on_path("podman").is_some()
+        && process::on_path("podman").is_some()
     {
         ui.info("this box is emulated; its build could run at native speed as a container: add --container (docs/container.md; said once)");
         if let Some(dir) = hint.parent() {
@@ -132,12 +131,12 @@ pub fn launch(plan: Plan) -> Result<Launched> {
     ui.detail(&format!("run dir {}", run_dir.root().display()));
     ui.info(&format!(
         "box {} {} ({arch}, {}), {memory_mib} MiB, {cpus} CPU(s), sharing over {}",
-        the_box.name,
-        the_box.version.version,
+        ready_box.name,
+        ready_box.version.version,
         accel.name(),
         share_backend.name()
     ));
-    let scratch = match scratch_mib {
+    let scratch = match settings.scratch_mib {
         Some(mib) => {
             let path = run_dir.path("scratch.img");
             scratch::create(&path, mib)?;
@@ -153,7 +152,7 @@ pub fn launch(plan: Plan) -> Result<Launched> {
     let mut held: Vec<Box<dyn Any>> = Vec::new();
     // The box disk is only read: writes go to a per-run overlay, or with --no-snapshot
     // to the box version's persistent layer (held for the whole run).
-    let root_disk = match (&the_box.disk, opts.no_snapshot) {
+    let root_disk = match (&ready_box.disk, vm.persistent_layer) {
         (Some(disk), false) => {
             let path = run_dir.path("overlay.qcow2");
             overlay::create(disk, &path)?;
@@ -161,7 +160,7 @@ pub fn launch(plan: Plan) -> Result<Launched> {
             Some(path)
         }
         (Some(disk), true) => {
-            let key = Key::new(&the_box.name, arch, &the_box.version.version);
+            let key = Key::new(&ready_box.name, arch, &ready_box.version.version);
             let layer = library.store.open_layer(&key, disk)?;
             ui.info(match layer.state {
                 LayerState::Created => {
@@ -186,7 +185,7 @@ pub fn launch(plan: Plan) -> Result<Launched> {
         }
         (None, false) => None,
     };
-    let with_agent = the_box.settings.protocol == Protocol::BoxbuildAgent;
+    let with_agent = ready_box.settings.protocol == Protocol::BoxbuildAgent;
     // Stopped after QEMU (held), before the run dir is removed.
     let helpers = share_backend.prepare(&run_dir)?;
     held.push(Box::new(helpers));
@@ -209,19 +208,19 @@ pub fn launch(plan: Plan) -> Result<Launched> {
     let spec = QemuSpec {
         profile,
         accel,
-        machine: opts.machine.clone(),
-        cpu: opts.cpu.clone(),
+        machine: vm.machine.clone(),
+        cpu: vm.cpu.clone(),
         memory_mib,
         cpus,
-        kernel: the_box.boot_kernel().to_path_buf(),
-        initrd: the_box.initrd.clone(),
+        kernel: ready_box.boot_kernel().to_path_buf(),
+        initrd: ready_box.initrd.clone(),
         cmdline,
-        firmware: profile.firmware(opts.machine.as_deref()),
+        firmware: profile.firmware(vm.machine.as_deref()),
         disk: root_disk,
         scratch,
         network,
         console_log: run_dir.path("console.log"),
-        console_on_terminal: opts.box_debug,
+        console_on_terminal: vm.debug_shell,
         agent_socket: agent_listener.as_ref().map(|(_, path)| path.clone()),
         virtconsole: !with_agent,
         qmp_socket,
@@ -236,7 +235,7 @@ pub fn launch(plan: Plan) -> Result<Launched> {
         ui.detail(&format!("{} {}", profile.qemu_binary, shown.join(" ")));
     }
     // The plugin's boxes print the build on their console: it is the build's output.
-    let console_target = match (opts.box_debug, with_agent, opts.box_console) {
+    let console_target = match (vm.debug_shell, with_agent, vm.console) {
         (true, _, _) => None,
         (false, false, _) => Some(console::Stream::Stdout),
         (false, true, true) => Some(console::Stream::Stderr),
@@ -255,7 +254,7 @@ pub fn launch(plan: Plan) -> Result<Launched> {
         profile.debian_package,
         &args,
         &run_dir.path("qemu.log"),
-        opts.box_debug,
+        vm.debug_shell,
     )?;
     // Until the Session exists, a failure must still take QEMU down. QEMU answers on QMP
     // only once it has set the machine up, so anything failing before that is QEMU
@@ -302,7 +301,7 @@ pub fn launch(plan: Plan) -> Result<Launched> {
             });
         }
     };
-    let guest = VmGuest {
+    let guest = VmBox {
         console_log: run_dir.path("console.log"),
         qemu_log: run_dir.path("qemu.log"),
         qemu,
@@ -319,7 +318,7 @@ pub fn launch(plan: Plan) -> Result<Launched> {
 }
 
 /// A QEMU VM as the box: stopped through QMP, then by force.
-struct VmGuest {
+struct VmBox {
     console_log: PathBuf,
     qemu_log: PathBuf,
     qemu: Child,
@@ -327,7 +326,7 @@ struct VmGuest {
     accel: Accel,
 }
 
-impl Guest for VmGuest {
+impl RunningBox for VmBox {
     fn try_wait(&mut self) -> Option<ExitStatus> {
         self.qemu.try_wait().ok().flatten()
     }

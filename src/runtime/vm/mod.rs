@@ -6,3 +6,4 @@ pub mod launch;
 pub mod qemu;
 pub mod qmp;
 pub mod refusal;
+pub mod share;

@@ -10,70 +10,19 @@ pub use ninep::NineP;
 pub use sshfs::Sshfs;
 pub use virtiofs::Virtiofs;
 
+pub use crate::job::shares::{SharedDir, Sharing};
 use crate::runtime::rundir::RunDir;
 use crate::runtime::vm::arch::ArchProfile;
-use crate::sys::error::{Error, Result};
+use crate::sys::error::Result;
 use crate::sys::process;
 use guest_agent::protocol::Mount;
 use std::ffi::OsString;
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+
 use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-/// One directory shared with the box.
-#[derive(Debug, Clone)]
-pub struct SharedDir {
-    /// Short name, used as the 9p mount tag and QEMU device id.
-    pub tag: String,
-    pub host: PathBuf,
-    pub guest: PathBuf,
-    pub readonly: bool,
-}
-
-/// Guest paths a shared path may not cover or sit in: the box's own system, the virtual
-/// file systems the agent mounts, and the other shares.
-const GUEST_RESERVED: &[&str] = &[
-    "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/usr", "/etc", "/var", "/tmp", "/root", "/boot",
-    "/proc", "/sys", "/dev", "/run",
-];
-/// Guest paths under which nothing may be mounted at all (virtual file systems).
-const GUEST_VIRTUAL: &[&str] = &["/proc", "/sys", "/dev", "/run"];
-
-/// `--shared-path`: one more host directory, read-write, at the same path in the box.
-pub fn extra_dir(path: &Path, taken: &[&str]) -> Result<SharedDir> {
-    let host = path.canonicalize().map_err(|e| {
-        Error::setup(format!(
-            "--shared-path {}: {e}; give an existing directory",
-            path.display()
-        ))
-    })?;
-    if !host.is_dir() {
-        return Err(Error::setup(format!(
-            "--shared-path {}: not a directory; share the directory that holds it",
-            path.display()
-        )));
-    }
-    let clash = GUEST_RESERVED
-        .iter()
-        .chain(taken)
-        .find(|reserved| Path::new(reserved).starts_with(&host) || host == Path::new(reserved))
-        .or_else(|| GUEST_VIRTUAL.iter().find(|v| host.starts_with(v)));
-    if let Some(reserved) = clash {
-        return Err(Error::setup(format!(
-            "--shared-path {}: it would be mounted over {reserved} in the box; share a directory below it, e.g. a project directory",
-            host.display()
-        )));
-    }
-    Ok(SharedDir {
-        tag: "shared".into(),
-        guest: host.clone(),
-        host,
-        readonly: false,
-    })
-}
 
 pub trait ShareBackend {
     fn name(&self) -> &'static str;
@@ -131,20 +80,21 @@ impl Drop for Helpers {
     }
 }
 
-/// The sharing backends a user can choose.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    NineP,
-    Virtiofs,
-    Sshfs,
+/// Fails, before anything slow starts, when the backend `choice` cannot work on this host
+/// (virtiofs without a virtiofsd). Errors: one set-up line naming what to install.
+pub fn check(choice: Sharing) -> Result<()> {
+    match choice {
+        Sharing::Virtiofs => Virtiofs::new(Vec::new()).map(drop),
+        Sharing::NineP | Sharing::Sshfs => Ok(()),
+    }
 }
 
 /// The backend for a run: the one asked for, else 9p (docs/sharing.md says why).
-pub fn backend(dirs: Vec<SharedDir>, choice: Backend) -> Result<Box<dyn ShareBackend>> {
+pub fn backend(dirs: Vec<SharedDir>, choice: Sharing) -> Result<Box<dyn ShareBackend>> {
     Ok(match choice {
-        Backend::NineP => Box::new(NineP { dirs }),
-        Backend::Virtiofs => Box::new(Virtiofs::new(dirs)?),
-        Backend::Sshfs => Box::new(Sshfs {
+        Sharing::NineP => Box::new(NineP { dirs }),
+        Sharing::Virtiofs => Box::new(Virtiofs::new(dirs)?),
+        Sharing::Sshfs => Box::new(Sshfs {
             dirs,
             sockets: Vec::new(),
         }),
@@ -155,22 +105,6 @@ pub fn backend(dirs: Vec<SharedDir>, choice: Backend) -> Result<Box<dyn ShareBac
 mod tests {
     use super::*;
     use crate::runtime::vm::arch::profile;
-
-    #[test]
-    fn shared_paths_may_not_cover_the_box_system() {
-        for bad in ["/", "/usr", "/tmp", "/proc/self", "/dev"] {
-            let e = extra_dir(Path::new(bad), &[]).unwrap_err().to_string();
-            assert!(e.contains("mounted over"), "{bad}: {e}");
-        }
-        let e = extra_dir(Path::new("/nonexistent-dir"), &[])
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("existing directory"), "{e}");
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = extra_dir(tmp.path(), &["/description"]).unwrap();
-        assert_eq!(dir.guest, tmp.path().canonicalize().unwrap());
-        assert!(!dir.readonly);
-    }
 
     #[test]
     fn readonly_reaches_qemu_and_the_guest() {
