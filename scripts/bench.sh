@@ -155,6 +155,6 @@ $plugin_section
 The plugin's time includes starting kiwi's Python CLI, extracting the kernel and initrd
 from the box's tarball again, the kernel decompressing itself under emulation, and QEMU's
 own exit. boxbuild boots the uncompressed kernel it took out of the bzImage once, when the
-box was fetched (docs/design.md, "Booting fast").
+box was fetched (docs/booting.md).
 MD
 cat docs/benchmarks.md

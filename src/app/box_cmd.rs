@@ -257,7 +257,7 @@ fn push(
     let options = crate::boxes::oci::push::Options {
         sign_key,
         zstd_disk: zstd,
-        scratch: library.store.root().join("tmp"),
+        scratch: library.store.bucket(store::Bucket::Staging),
     };
     let digest =
         crate::boxes::oci::push::push(&library.registry, library.ui, &target, &boxes, &options)?;
@@ -388,6 +388,13 @@ fn prune_kernels(library: &Library, gone: &[Key], dry_run: bool) -> Result<u64> 
 }
 
 fn prune(library: &Library, dry_run: bool) -> Result<u8> {
+    // Every bucket of the cache, and what pruning does with it (-v).
+    for bucket in store::Bucket::ALL {
+        let dir = library.store.bucket(bucket);
+        library
+            .ui
+            .detail(&format!("{}: {}", dir.display(), bucket.pruned()));
+    }
     let mut freed = 0u64;
     let mut kept = Vec::new();
     let mut gone = Vec::new();

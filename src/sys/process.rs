@@ -1,11 +1,12 @@
-//! QEMU's process: started in its own process group (the terminal's Ctrl-C reaches
-//! boxbuild, which then stops the VM in order), and killed by the kernel if boxbuild dies.
+//! Child processes that are the box or serve it (QEMU, virtiofsd, podman): started in their
+//! own process group (the terminal's Ctrl-C reaches boxbuild, which then stops them in
+//! order), killed by the kernel if boxbuild dies, and found on PATH (`on_path`).
 
 use crate::sys::error::{Error, Result};
 use std::ffi::OsString;
 use std::fs::File;
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};

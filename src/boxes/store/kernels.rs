@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 /// The architecture whose bzImages are unpacked. An aarch64 `Image.gz` is unpacked by
 /// QEMU on the host in a fraction of a second, so doing it ahead gains nothing
-/// (docs/design.md, "Booting fast").
+/// (docs/booting.md).
 const ARCH: &str = "x86_64";
 
 /// The first line of a `.keep` file: a verdict of another extractor (one that knows
@@ -112,11 +112,11 @@ pub struct StoredKernel {
 
 impl Store {
     fn kernels_dir(&self) -> PathBuf {
-        self.root.join("kernels")
+        self.bucket(super::Bucket::Kernels)
     }
 
     fn kernel_lock(&self, sha256: &str) -> Result<PathBuf> {
-        let dir = self.root.join("locks");
+        let dir = self.bucket(super::Bucket::Locks);
         fs::create_dir_all(&dir).context(|| format!("cannot create {}", dir.display()))?;
         Ok(dir.join(format!("kernel-{sha256}.lock")))
     }

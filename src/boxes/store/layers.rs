@@ -58,15 +58,14 @@ pub struct StoredLayer {
 
 impl Store {
     fn layer_dir(&self, key: &Key) -> PathBuf {
-        self.root
-            .join("layers")
+        self.bucket(super::Bucket::Layers)
             .join(&key.name)
             .join(&key.arch)
             .join(&key.version)
     }
 
     fn layer_lock(&self, key: &Key) -> Result<PathBuf> {
-        let dir = self.root.join("locks");
+        let dir = self.bucket(super::Bucket::Locks);
         fs::create_dir_all(&dir).context(|| format!("cannot create {}", dir.display()))?;
         Ok(dir.join(format!("layer-{}.lock", key.flat())))
     }
@@ -116,7 +115,7 @@ impl Store {
     /// Every persistent layer on disk.
     pub fn layers(&self) -> Vec<StoredLayer> {
         let mut found = Vec::new();
-        let root = self.root.join("layers");
+        let root = self.bucket(super::Bucket::Layers);
         for name in super::subdirs(&root) {
             for arch in super::subdirs(&root.join(&name)) {
                 for version in super::subdirs(&root.join(&name).join(&arch)) {

@@ -1,13 +1,5 @@
-//! The box cache. Layout (docs/cache.md):
-//!
-//! ```text
-//! ROOT/boxes/NAME/ARCH/VERSION/{kernel,initrd,disk,manifest.json}   complete versions
-//! ROOT/catalogs/                                                     remote catalog copies
-//! ROOT/kernels/SHA256.vmlinux                                        uncompressed x86 kernels
-//! ROOT/locks/NAME@VERSION-ARCH.lock                                  one lock per entry
-//! ROOT/tmp/staging/NAME@VERSION-ARCH/                                downloads in progress
-//! ROOT/tmp/trash/                                                    entries being deleted
-//! ```
+//! The box cache. Its folders are the `Bucket`s, named here and nowhere else (as uv names
+//! its cache buckets); docs/cache.md describes each.
 //!
 //! A version directory appears by one rename, manifest included, so whatever is under
 //! `boxes/` is complete and was verified when it was fetched; a hit costs a few stat
@@ -31,6 +23,80 @@ use std::path::{Path, PathBuf};
 
 const MANIFEST: &str = "manifest.json";
 const MANIFEST_FORMAT: u32 = 1;
+
+/// The cache's folders, each with one job. Every path under the cache root starts with
+/// one of these (`Store::bucket`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bucket {
+    /// `boxes/NAME/ARCH/VERSION/`: complete, verified box versions.
+    Boxes,
+    /// `catalogs/`: copies of remote catalogs, entries made for the plugin's boxes, and
+    /// (`catalogs/oci/`) what resolving registry boxes found.
+    Catalogs,
+    /// `kernels/`: uncompressed kernels taken out of x86 bzImages.
+    Kernels,
+    /// `layers/NAME/ARCH/VERSION/`: `--no-snapshot`'s persistent layers.
+    Layers,
+    /// `rootfs/`: box disks unpacked into directories for `--container`.
+    Rootfs,
+    /// `images/`: when each container image of a plugin box was last pulled.
+    Images,
+    /// `hints/`: marks of one-time hints already given.
+    Hints,
+    /// `locks/`: one lock file per entry of the other buckets.
+    Locks,
+    /// `tmp/staging/`: downloads in progress.
+    Staging,
+    /// `tmp/trash/`: entries being deleted.
+    Trash,
+}
+
+impl Bucket {
+    pub const ALL: [Bucket; 10] = [
+        Bucket::Boxes,
+        Bucket::Catalogs,
+        Bucket::Kernels,
+        Bucket::Layers,
+        Bucket::Rootfs,
+        Bucket::Images,
+        Bucket::Hints,
+        Bucket::Locks,
+        Bucket::Staging,
+        Bucket::Trash,
+    ];
+
+    /// The folder's path under the cache root.
+    pub fn dir(self) -> &'static str {
+        match self {
+            Bucket::Boxes => "boxes",
+            Bucket::Catalogs => "catalogs",
+            Bucket::Kernels => "kernels",
+            Bucket::Layers => "layers",
+            Bucket::Rootfs => "rootfs",
+            Bucket::Images => "images",
+            Bucket::Hints => "hints",
+            Bucket::Locks => "locks",
+            Bucket::Staging => "tmp/staging",
+            Bucket::Trash => "tmp/trash",
+        }
+    }
+
+    /// What `box prune` does with the bucket (also in docs/cache.md).
+    pub fn pruned(self) -> &'static str {
+        match self {
+            Bucket::Boxes => "all but the newest version of each box, unless a build holds one",
+            Bucket::Catalogs => "kept: small, and refreshed by the update check",
+            Bucket::Kernels => "kernels of box versions removed",
+            Bucket::Layers => "layers of box versions removed",
+            Bucket::Rootfs => "roots whose disk is gone or changed, unless a build holds one",
+            Bucket::Images => "kept: a few bytes per image; podman owns the images",
+            Bucket::Hints => "kept: a few bytes",
+            Bucket::Locks => "kept: empty files, held by builds",
+            Bucket::Staging => "partial downloads of versions removed",
+            Bucket::Trash => "emptied",
+        }
+    }
+}
 
 /// Names one cache entry.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -135,24 +201,28 @@ impl Store {
         &self.root
     }
 
+    /// The folder of `bucket` (not created).
+    pub fn bucket(&self, bucket: Bucket) -> PathBuf {
+        self.root.join(bucket.dir())
+    }
+
     pub fn catalogs_dir(&self) -> PathBuf {
-        self.root.join("catalogs")
+        self.bucket(Bucket::Catalogs)
     }
 
     pub fn entry_dir(&self, key: &Key) -> PathBuf {
-        self.root
-            .join("boxes")
+        self.bucket(Bucket::Boxes)
             .join(&key.name)
             .join(&key.arch)
             .join(&key.version)
     }
 
     fn staging_dir(&self, key: &Key) -> PathBuf {
-        self.root.join("tmp/staging").join(key.flat())
+        self.bucket(Bucket::Staging).join(key.flat())
     }
 
     pub fn lock_path(&self, key: &Key) -> Result<PathBuf> {
-        let dir = self.root.join("locks");
+        let dir = self.bucket(Bucket::Locks);
         fs::create_dir_all(&dir).context(|| format!("cannot create {}", dir.display()))?;
         Ok(dir.join(format!("{}.lock", key.flat())))
     }
@@ -172,7 +242,7 @@ impl Store {
     /// Every installed version, sorted by name, arch, then version (oldest first).
     pub fn all_cached(&self) -> Vec<Cached> {
         let mut found = Vec::new();
-        let boxes = self.root.join("boxes");
+        let boxes = self.bucket(Bucket::Boxes);
         for name in subdirs(&boxes) {
             for arch in subdirs(&boxes.join(&name)) {
                 for version in subdirs(&boxes.join(&name).join(&arch)) {
@@ -195,7 +265,7 @@ impl Store {
         if !dir.exists() {
             return Ok(());
         }
-        let trash = self.root.join("tmp/trash");
+        let trash = self.bucket(Bucket::Trash);
         fs::create_dir_all(&trash).context(|| format!("cannot create {}", trash.display()))?;
         let holder = tempfile::Builder::new()
             .prefix("gone-")
@@ -225,16 +295,16 @@ impl Store {
     /// Partial downloads and leftovers of deletions nobody is working on.
     pub fn clean_tmp(&self) -> Result<u64> {
         let mut freed = 0;
-        let staging = self.root.join("tmp/staging");
+        let staging = self.bucket(Bucket::Staging);
         for flat in subdirs(&staging) {
-            let lock_path = self.root.join("locks").join(format!("{flat}.lock"));
+            let lock_path = self.bucket(Bucket::Locks).join(format!("{flat}.lock"));
             if let Some(_lock) = lock::try_acquire(&lock_path, lock::Mode::Exclusive)? {
                 let dir = staging.join(&flat);
                 freed += du(&dir);
                 self.discard_dir(&dir)?;
             }
         }
-        let trash = self.root.join("tmp/trash");
+        let trash = self.bucket(Bucket::Trash);
         for name in subdirs(&trash) {
             let dir = trash.join(name);
             freed += du(&dir);
@@ -290,6 +360,19 @@ fn make_writable(dir: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_bucket_is_documented_with_its_prune_rule() {
+        let doc =
+            fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/cache.md")).unwrap();
+        for bucket in Bucket::ALL {
+            let row = doc
+                .lines()
+                .find(|l| l.starts_with(&format!("| `{}/", bucket.dir())))
+                .unwrap_or_else(|| panic!("docs/cache.md has no row for {}/", bucket.dir()));
+            assert!(row.contains(bucket.pruned()), "{row}");
+        }
+    }
 
     fn store(dir: &Path) -> Store {
         Store {

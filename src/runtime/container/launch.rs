@@ -7,6 +7,7 @@
 
 use super::{engine, image, kiwi_type, rootfs, ContainerBox, Network, Root, Spec, Volume};
 use crate::boxes::catalog::Protocol;
+use crate::boxes::store::Bucket;
 use crate::job::plugin;
 use crate::job::JobPlace;
 use crate::job::{self, network};
@@ -106,7 +107,7 @@ pub fn launch(plan: Plan, container: &ContainerSettings) -> Result<Launched> {
             RootHeld::Dir(root)
         }
         Root::Image(reference) => {
-            let stamps = library.store.root().join("images");
+            let stamps = library.store.bucket(Bucket::Images);
             image::ensure(
                 &engine,
                 reference,

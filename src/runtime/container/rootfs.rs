@@ -8,6 +8,7 @@
 //! or changed, unless a build holds it.
 
 use crate::boxes::store::lock::{self, EntryLock, Mode};
+use crate::boxes::store::Bucket;
 use crate::sys::error::{Error, Result};
 use crate::sys::signals::SignalWatch;
 use crate::sys::ui::Ui;
@@ -42,7 +43,7 @@ fn key_of(disk: &Path) -> Option<String> {
 }
 
 fn lock_path(cache: &Path, key: &str) -> Result<PathBuf> {
-    let locks = cache.join("locks");
+    let locks = cache.join(Bucket::Locks.dir());
     std::fs::create_dir_all(&locks)
         .map_err(|e| Error::setup(format!("cannot create {}: {e}", locks.display())))?;
     Ok(locks.join(format!("rootfs-{key}.lock")))
@@ -58,7 +59,7 @@ pub fn prepare(cache: &Path, disk: &Path, ui: Ui, signals: &SignalWatch) -> Resu
     for _ in 0..3 {
         let dir = make(cache, disk, &key, ui, signals)?;
         let _ = std::fs::write(
-            cache.join("rootfs").join(format!("{key}.disk")),
+            cache.join(Bucket::Rootfs.dir()).join(format!("{key}.disk")),
             disk.as_os_str().as_bytes(),
         );
         let lock = lock::acquire(&lock_path(cache, &key)?, Mode::Shared, signals, || {
@@ -90,7 +91,7 @@ pub struct Stale {
 /// The root directories in `cache` whose disk is gone or changed; removed unless
 /// `dry_run` or held by a build.
 pub fn prune(cache: &Path, dry_run: bool) -> Result<Vec<Stale>> {
-    let base = cache.join("rootfs");
+    let base = cache.join(Bucket::Rootfs.dir());
     let Ok(entries) = std::fs::read_dir(&base) else {
         return Ok(Vec::new());
     };
@@ -123,11 +124,11 @@ pub fn prune(cache: &Path, dry_run: bool) -> Result<Vec<Stale>> {
 
 /// Unpacks the root for `disk` into `rootfs/KEY` unless it is there.
 fn make(cache: &Path, disk: &Path, key: &str, ui: Ui, signals: &SignalWatch) -> Result<PathBuf> {
-    let dir = cache.join("rootfs").join(key);
+    let dir = cache.join(Bucket::Rootfs.dir()).join(key);
     if unpacked(&dir) {
         return Ok(dir);
     }
-    let locks = cache.join("locks");
+    let locks = cache.join(Bucket::Locks.dir());
     std::fs::create_dir_all(&locks)
         .map_err(|e| Error::setup(format!("cannot create {}: {e}", locks.display())))?;
     let _lock = lock::acquire(
@@ -143,7 +144,9 @@ fn make(cache: &Path, disk: &Path, key: &str, ui: Ui, signals: &SignalWatch) -> 
         "unpacking the box's root file system for containers (once per box version) into {}",
         dir.display()
     ));
-    let staging = cache.join("tmp").join(format!("rootfs-{key}"));
+    let staging = cache
+        .join(Bucket::Staging.dir())
+        .join(format!("rootfs-{key}"));
     let _ = std::fs::remove_dir_all(&staging);
     std::fs::create_dir_all(&staging)
         .map_err(|e| Error::setup(format!("cannot create {}: {e}", staging.display())))?;

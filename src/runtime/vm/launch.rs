@@ -5,7 +5,7 @@
 
 use crate::boxes::catalog::Protocol;
 use crate::boxes::store::overlay;
-use crate::boxes::store::{Key, LayerState};
+use crate::boxes::store::{Bucket, Key, LayerState};
 use crate::job::plugin;
 use crate::job::JobPlace;
 use crate::runtime::console;
@@ -112,7 +112,7 @@ pub fn launch(plan: Plan, vm: &VmSettings) -> Result<Launched> {
     }
     // Emulated where a container would run natively: say so once per user (a mark in the
     // cache), never switch by itself.
-    let hint = library.store.root().join("hints/container");
+    let hint = library.store.bucket(Bucket::Hints).join("container");
     if accel == Accel::Tcg
         && arch == std::env::consts::ARCH
         && ready_box.disk.is_some()
