@@ -216,6 +216,173 @@ fn rootless_for_a_normal_user_and_loop_device_types_refused() {
     // A disk image needs loop devices: refused before any container starts.
     let out = as_user(&["--type", "oem"]);
     common::assert_loop_type_refused(&out, "oem");
+    // Resource limits: applied on a cgroups v2 host, named as not applied elsewhere.
+    let out = as_user(&["--box-memory", "300M"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let v2 = fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .any(|l| l.contains(" /sys/fs/cgroup ") && l.contains(" - cgroup2 "));
+    assert_eq!(
+        stderr(&out).contains("--box-memory and --box-smp-cpus are not applied"),
+        !v2,
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// The memory limit the container's cgroup has, as the builder reads it (v2's
+/// `memory.max`, or v1's `memory.limit_in_bytes` of the builder's own memory cgroup).
+const READ_MEMORY_LIMIT: &str = r#"if [ -f /sys/fs/cgroup/memory.max ]; then cat /sys/fs/cgroup/memory.max > mem
+else
+  p=$(sed -n 's/^[0-9]*:memory:\(.*\)$/\1/p' /proc/self/cgroup)
+  cat "/sys/fs/cgroup/memory$p/memory.limit_in_bytes" > mem 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes > mem
+fi
+"#;
+
+#[test]
+fn memory_and_cpu_limits_reach_the_container() {
+    // SAFETY: getuid cannot fail.
+    if unsafe { libc::getuid() } != 0 {
+        return; // Rootless limits depend on the host's cgroups: see the rootless test.
+    }
+    let env = Env::new();
+    env.script(READ_MEMORY_LIMIT);
+    let mut c = env.boxbuild();
+    c.args([
+        "--container",
+        "--box",
+        "tiny",
+        "--box-memory",
+        "300M",
+        "--box-smp-cpus",
+        "1",
+    ]);
+    c.args(["--", "--description"])
+        .arg(&env.desc)
+        .arg("--target-dir")
+        .arg(&env.out);
+    let out = c.output().unwrap();
+    ok(&out);
+    assert!(
+        stderr(&out).contains("memory limit 300 MiB, 1 CPU(s)"),
+        "{}",
+        stderr(&out)
+    );
+    let limit = fs::read_to_string(env.out.join("mem")).unwrap();
+    assert_eq!(limit.trim(), (300u64 << 20).to_string());
+    // Without --box-memory, the box's VM size is no limit of the container's.
+    let out = run(&env, &[]);
+    ok(&out);
+    assert!(
+        stderr(&out).contains("no memory or CPU limit"),
+        "{}",
+        stderr(&out)
+    );
+    let limit = fs::read_to_string(env.out.join("mem")).unwrap();
+    assert_ne!(limit.trim(), (2048u64 << 20).to_string());
+}
+
+#[test]
+fn builds_with_podmans_defaults_whatever_runtime_it_would_pick() {
+    // podman's defaults (CONTAINERS_CONF naming an empty file): Debian's podman then picks
+    // crun, which refuses hosts with v1 or hybrid cgroups; boxbuild must still build.
+    let env = Env::new();
+    env.script("echo built > artifact\n");
+    let conf = env.tmp.path().join("containers.conf");
+    fs::write(&conf, "").unwrap();
+    let out = build(&env, &[])
+        .env("CONTAINERS_CONF", &conf)
+        .output()
+        .unwrap();
+    ok(&out);
+    assert_eq!(
+        fs::read_to_string(env.out.join("artifact")).unwrap(),
+        "built\n"
+    );
+}
+
+#[test]
+fn an_engine_that_cannot_start_the_box_is_a_setup_error_in_its_own_words() {
+    // A runtime that fails at once, as crun does on hybrid cgroups: podman's own error
+    // line, exit 125, no guess about the box.
+    let env = Env::new();
+    let conf = env.tmp.path().join("containers.conf");
+    let broken = env.tmp.path().join("broken-runtime");
+    fs::write(&broken, "#!/bin/sh\necho 'cgroups in hybrid mode not supported, drop all controllers from cgroupv2' >&2\nexit 1\n").unwrap();
+    fs::set_permissions(&broken, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    fs::write(&conf, "").unwrap();
+    let out = build(&env, &[])
+        .env("CONTAINERS_CONF", &conf)
+        .env("BOXBUILD_OCI_RUNTIME", &broken)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("podman could not run the box"), "{err}");
+    assert!(
+        !err.contains("predates") && !err.contains("box update"),
+        "{err}"
+    );
+    assert_eq!(err.matches("boxbuild: error:").count(), 1, "{err}");
+    assert!(err.lines().last().unwrap_or("").starts_with("boxbuild: error:"), "{err}");
+}
+
+#[test]
+fn vm_only_options_are_refused_or_named_never_ignored() {
+    let env = Env::new();
+    env.script("echo built > artifact\n");
+    for (option, value) in [
+        ("--cpu", Some("max")),
+        ("--machine", Some("q35")),
+        ("--virtiofs-sharing", None),
+        ("--sshfs-sharing", None),
+        ("--box-debug", None),
+        ("--no-snapshot", None),
+    ] {
+        let mut c = env.boxbuild();
+        // No virtiofsd anywhere: a container must not look for one.
+        c.env("BOXBUILD_VIRTIOFSD", "/nonexistent/virtiofsd");
+        c.args(["--container", "--box", "tiny", option]).args(value);
+        c.args(["--", "--description"])
+            .arg(&env.desc)
+            .arg("--target-dir")
+            .arg(&env.out);
+        let out = c.output().unwrap();
+        assert_eq!(out.status.code(), Some(125), "{option}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert_eq!(err.lines().count(), 1, "{option}: {err}");
+        assert!(err.contains(option) && err.contains("--container"), "{err}");
+        assert!(!err.contains("virtiofsd"), "{err}");
+        assert!(!env.out.join("artifact").exists());
+    }
+    // Options without effect in a container: the build runs, and a warning names each.
+    let out = run(&env, &[]);
+    ok(&out);
+    let mut c = env.boxbuild();
+    c.env("BOXBUILD_VIRTIOFSD", "/nonexistent/virtiofsd");
+    c.args([
+        "--container",
+        "--box",
+        "tiny",
+        "--no-accel",
+        "--9p-sharing",
+        "--scratch-size",
+        "2G",
+    ]);
+    c.args(["--", "--description"])
+        .arg(&env.desc)
+        .arg("--target-dir")
+        .arg(&env.out);
+    let out = c.output().unwrap();
+    ok(&out);
+    for option in ["--no-accel", "--9p-sharing", "--scratch-size"] {
+        assert!(
+            stderr(&out).contains(&format!("{option} has no effect with --container")),
+            "{option}: {}",
+            stderr(&out)
+        );
+    }
 }
 
 #[test]

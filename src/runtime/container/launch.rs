@@ -254,14 +254,17 @@ pub fn launch(plan: Plan, container: &ContainerSettings) -> Result<Launched> {
         Some(listener) => match session::connect_agent(listener, &mut guest.child, signals) {
             Ok(channel) => Some(channel),
             Err(e) => {
-                let details = crate::runtime::session::RunningBox::console_tail(&guest);
-                crate::runtime::session::RunningBox::stop(&mut guest);
-                return Err(match e {
-                    Error::Interrupted(_) => e,
-                    other => Error::BoxFailed {
-                        reason: format!(
-                            "the container's agent did not connect ({other}); a box whose agent predates --container needs updating ('boxbuild box update') or rebuilding"
-                        ),
+                use crate::runtime::session::RunningBox;
+                let ended = guest.try_wait();
+                let details = guest.console_tail();
+                guest.stop();
+                return Err(match (e, ended) {
+                    (e @ Error::Interrupted(_), _) => e,
+                    // The engine ended before the agent could connect: podman's own
+                    // failure where it reported one.
+                    (_, Some(exit)) => guest.failure(exit),
+                    (other, None) => Error::BoxFailed {
+                        reason: format!("the box's agent did not connect ({other})"),
                         details,
                     },
                 });

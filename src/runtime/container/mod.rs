@@ -251,6 +251,13 @@ impl RunningBox for ContainerBox {
     }
 
     fn failure(&self, exit: ExitStatus) -> Error {
+        // podman's own failures (podman-run(1), "Exit Status": 125 to 127) are set-up
+        // errors, told by the engine's error line in the log.
+        if matches!(exit.code(), Some(125..=127)) {
+            if let Some(line) = engine::engine_failure(&self.log) {
+                return Error::setup(line);
+            }
+        }
         Error::BoxFailed {
             reason: format!("the container ended ({exit}) without reporting the builder's status"),
             details: self.console_tail(),
