@@ -76,7 +76,8 @@ packages=("$qemu_pkg" qemu-utils qemu-system-common sshfs uidmap cpio e2fsprogs 
   debian-archive-keyring "$foreign_qemu" rustc "$cross_gcc" "libc6-dev-$foreign_deb-cross"
   qemu-system-misc qemu-system-ppc gcc-s390x-linux-gnu libc6-dev-s390x-cross
   gcc-powerpc64le-linux-gnu libc6-dev-ppc64el-cross gcc-riscv64-linux-gnu libc6-dev-riscv64-cross
-  docker-registry apache2-utils gpg openssl podman runc uidmap slirp4netns umoci)
+  docker-registry apache2-utils gpg openssl podman runc uidmap slirp4netns umoci
+  qemu-user-static binfmt-support)
 missing=()
 for p in "${packages[@]}"; do
   status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
@@ -94,6 +95,15 @@ fi
 if [[ " ${missing[*]} " == *" docker-registry "* ]] && command -v systemctl >/dev/null; then
   $sudo systemctl disable --now docker-registry >/dev/null 2>&1 || true
 fi
+# Foreign boxes with --container run their binaries through qemu-user: binfmt_misc handlers
+# with the F flag (Debian's qemu-user-static registers them so); enabled here if they are
+# not (a host without systemd's binfmt service, or with binfmt_misc unmounted).
+for a in "$foreign" s390x ppc64le riscv64; do
+  if [ "$(head -n1 "/proc/sys/fs/binfmt_misc/qemu-$a" 2>/dev/null)" != enabled ]; then
+    $sudo update-binfmts --enable "qemu-$a" >/dev/null 2>&1 ||
+      echo ">> could not enable the binfmt_misc handler qemu-$a: --container for $a boxes will say what is missing"
+  fi
+done
 command -v qemu-img >/dev/null || {
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends qemu-utils
 }

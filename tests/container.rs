@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{ok, stderr, stdout, Env};
+use common::{foreign_arch, foreign_tiny_box_dir, ok, stderr, stdout, Env};
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::process::{Command, Output, Stdio};
@@ -325,7 +325,13 @@ fn an_engine_that_cannot_start_the_box_is_a_setup_error_in_its_own_words() {
         "{err}"
     );
     assert_eq!(err.matches("boxbuild: error:").count(), 1, "{err}");
-    assert!(err.lines().last().unwrap_or("").starts_with("boxbuild: error:"), "{err}");
+    assert!(
+        err.lines()
+            .last()
+            .unwrap_or("")
+            .starts_with("boxbuild: error:"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -462,4 +468,117 @@ fn the_unpacked_root_is_kept_while_its_disk_is_and_pruned_after() {
         stdout(&out)
     );
     assert!(roots().is_empty(), "{:?}", roots());
+}
+
+/// The foreign tiny box with `--container`: its binaries run through the host's qemu-user
+/// (binfmt_misc), as `scripts/install.sh` sets up.
+fn foreign(env: &Env, extra: &[&str]) -> Command {
+    let mut c = env.boxbuild();
+    c.env(
+        "BOXBUILD_CONFIG",
+        foreign_tiny_box_dir().join("catalog.toml"),
+    )
+    .args(["--container", "--arch", foreign_arch(), "--box", "tiny"])
+    .args(extra)
+    .args(["--", "--description"])
+    .arg(&env.desc)
+    .arg("--target-dir")
+    .arg(&env.out);
+    c
+}
+
+#[test]
+fn a_foreign_box_runs_through_qemu_user_as_root_and_as_a_user() {
+    let env = Env::new();
+    env.script("uname -m > arch\necho out-line\nexit 7\n");
+    let out = foreign(&env, &[])
+        .args(["a b", "", "c'd"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    assert_eq!(
+        fs::read_to_string(env.out.join("arch")).unwrap().trim(),
+        foreign_arch()
+    );
+    let argv = fs::read_to_string(env.out.join("argv.json")).unwrap();
+    assert_eq!(argv.trim_end(), r#"["a b","","c'd"]"#);
+    assert!(stdout(&out).contains("out-line"));
+    assert!(
+        stderr(&out).contains("through qemu-user"),
+        "{}",
+        stderr(&out)
+    );
+    // SAFETY: getuid cannot fail.
+    if unsafe { libc::getuid() } != 0 {
+        return;
+    }
+    let (user, uid) = common::test_user();
+    let env = Env::new();
+    env.script("uname -m > arch\nid -u > uid-in-box\nexit 3\n");
+    let (catalog, exe) = common::hand_over_box(&env, uid, foreign_tiny_box_dir());
+    let out_dir = env.tmp.path().join("tmp/out");
+    let out = common::as_user(&env, user)
+        .arg("XDG_RUNTIME_DIR=")
+        .arg("BOXBUILD_CACHE_DIR=")
+        .arg(format!("BOXBUILD_CONFIG={}", catalog.display()))
+        .arg(&exe)
+        .args([
+            "--container",
+            "--arch",
+            foreign_arch(),
+            "--box",
+            "tiny",
+            "--",
+            "--description",
+        ])
+        .arg(&env.desc)
+        .arg("--target-dir")
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("rootless"), "{}", stderr(&out));
+    assert_eq!(
+        fs::read_to_string(out_dir.join("arch")).unwrap().trim(),
+        foreign_arch()
+    );
+    assert_eq!(fs::metadata(out_dir.join("arch")).unwrap().uid(), uid);
+}
+
+#[test]
+fn a_foreign_box_without_a_qemu_user_handler_is_refused_before_anything_starts() {
+    let env = Env::new();
+    env.script("echo built > artifact\n");
+    // A binfmt_misc with no handler at all, and one whose handler lacks the F flag.
+    let empty = env.tmp.path().join("binfmt-empty");
+    fs::create_dir(&empty).unwrap();
+    fs::write(empty.join("status"), "enabled\n").unwrap();
+    let out = foreign(&env, &[])
+        .env("BOXBUILD_BINFMT_MISC_DIR", &empty)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("qemu-user-static") && err.contains("binfmt"),
+        "{err}"
+    );
+    assert_eq!(err.matches("boxbuild: error:").count(), 1, "{err}");
+    assert!(!err.contains("unpacking"), "nothing may start: {err}");
+    let real = fs::read_to_string(format!("/proc/sys/fs/binfmt_misc/qemu-{}", foreign_arch()));
+    if let Ok(real) = real {
+        fs::write(
+            empty.join(format!("qemu-{}", foreign_arch())),
+            real.replace("flags: PF", "flags: P")
+                .replace("flags: F", "flags: "),
+        )
+        .unwrap();
+        let out = foreign(&env, &[])
+            .env("BOXBUILD_BINFMT_MISC_DIR", &empty)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+        assert!(stderr(&out).contains("lacks the F"), "{}", stderr(&out));
+    }
+    assert!(!env.out.join("artifact").exists());
 }

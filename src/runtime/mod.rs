@@ -23,6 +23,7 @@ use crate::sys::ui::Ui;
 use std::any::Any;
 
 pub mod activity;
+pub mod binfmt;
 pub mod console;
 pub mod container;
 pub mod rundir;

@@ -315,15 +315,20 @@ pub fn test_user() -> (&'static str, u32) {
 /// catalog) and of boxbuild under `env`'s dir, all readable, and `env`'s tmp and home
 /// owned by `uid`. Returns the catalog and the boxbuild binary.
 pub fn hand_over(env: &Env, uid: u32) -> (PathBuf, PathBuf) {
+    hand_over_box(env, uid, tiny_box_dir())
+}
+
+/// `hand_over` for the tiny box built in `source` (another architecture's, say).
+pub fn hand_over_box(env: &Env, uid: u32, source: &Path) -> (PathBuf, PathBuf) {
     let root = env.tmp.path();
     let boxdir = root.join("box");
     fs::create_dir(&boxdir).unwrap();
     for f in ["kernel", "initrd", "disk.qcow2"] {
-        fs::copy(tiny_box_dir().join(f), boxdir.join(f)).unwrap();
+        fs::copy(source.join(f), boxdir.join(f)).unwrap();
     }
-    let catalog = fs::read_to_string(tiny_box_dir().join("catalog.toml"))
+    let catalog = fs::read_to_string(source.join("catalog.toml"))
         .unwrap()
-        .replace(tiny_box_dir().to_str().unwrap(), boxdir.to_str().unwrap());
+        .replace(source.to_str().unwrap(), boxdir.to_str().unwrap());
     fs::write(boxdir.join("catalog.toml"), catalog).unwrap();
     let exe = root.join("boxbuild");
     fs::copy(env!("CARGO_BIN_EXE_boxbuild"), &exe).unwrap();

@@ -11,6 +11,7 @@ use crate::boxes::store::Bucket;
 use crate::job::plugin;
 use crate::job::JobPlace;
 use crate::job::{self, network};
+use crate::runtime::binfmt;
 use crate::runtime::console;
 use crate::runtime::rundir::RunDir;
 use crate::runtime::session::{self, Session};
@@ -31,7 +32,7 @@ const PLUGIN_CMDLINE: &str = "/container.cmdline";
 const PLUGIN_BUNDLE: &str = "/bundle";
 
 /// Starts the planned box as a container. Errors (one line each, before anything runs):
-/// a box of another architecture, a box with no root to run,
+/// a box of another architecture without a qemu-user handler, a box with no root to run,
 /// an image type a rootless container cannot build, a missing engine.
 pub fn launch(plan: Plan, container: &ContainerSettings) -> Result<Launched> {
     let Plan {
@@ -46,12 +47,14 @@ pub fn launch(plan: Plan, container: &ContainerSettings) -> Result<Launched> {
         args,
     } = plan;
     let network = settings.network;
-    if ready_box.version.arch != std::env::consts::ARCH {
-        return Err(Error::setup(format!(
-            "--container runs boxes of this machine's architecture ({}) only, this is {}; drop --container to emulate it in a VM",
-            std::env::consts::ARCH,
-            ready_box.version.arch
-        )));
+    // Another architecture's binaries run through the host's qemu-user (binfmt_misc).
+    let arch = ready_box.version.arch.as_str();
+    let foreign = arch != std::env::consts::ARCH;
+    if foreign {
+        let handler = binfmt::check(arch)?;
+        ui.detail(&format!(
+            "{arch} binaries run through the binfmt_misc handler {handler}"
+        ));
     }
     let is_plugin = ready_box.settings.protocol == Protocol::KiwiBoxedPlugin;
     let image = ready_box.version.container.as_deref();
@@ -212,9 +215,10 @@ pub fn launch(plan: Plan, container: &ContainerSettings) -> Result<Launched> {
         ui.detail(&format!("{} {}", engine.podman.display(), shown.join(" ")));
     }
     ui.info(&format!(
-        "box {} {} as a container ({}), {}, sharing by bind mounts",
+        "box {} {} ({arch}{}) as a container ({}), {}, sharing by bind mounts",
         ready_box.name,
         ready_box.version.version,
+        if foreign { ", through qemu-user" } else { "" },
         if engine.rootless {
             "rootless"
         } else {

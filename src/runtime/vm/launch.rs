@@ -8,6 +8,7 @@ use crate::boxes::store::overlay;
 use crate::boxes::store::{Bucket, Key, LayerState};
 use crate::job::plugin;
 use crate::job::JobPlace;
+use crate::runtime::binfmt;
 use crate::runtime::console;
 use crate::runtime::rundir::{self, RunDir};
 use crate::runtime::scratch;
@@ -110,17 +111,25 @@ pub fn launch(plan: Plan, vm: &VmSettings) -> Result<Launched> {
     if let Some(note) = accel_note {
         ui.info(&note);
     }
-    // Emulated where a container would run natively: say so once per user (a mark in the
-    // cache), never switch by itself.
-    let hint = library.store.bucket(Bucket::Hints).join("container");
+    // Emulated where a container would run natively, or through qemu-user (a foreign box
+    // whose binaries the host's binfmt_misc runs): say so once per user and architecture
+    // (a mark in the cache), never switch by itself.
+    let native = arch == std::env::consts::ARCH;
+    let hint = library.store.bucket(Bucket::Hints).join(match native {
+        true => "container".to_string(),
+        false => format!("container-{arch}"),
+    });
     if accel == Accel::Tcg
-        && arch == std::env::consts::ARCH
         && ready_box.disk.is_some()
         && plugin.is_none()
         && !hint.exists()
         && process::on_path("podman").is_some()
+        && (native || binfmt::check(arch).is_ok())
     {
-        ui.info("this box is emulated; its build could run at native speed as a container: add --container (docs/container.md; said once)");
+        ui.info(match native {
+            true => "this box is emulated; its build could run at native speed as a container: add --container (docs/container.md; said once)",
+            false => "this box is emulated whole; its build could run several times faster as a container through the host's qemu-user: add --container (docs/container.md; said once)",
+        });
         if let Some(dir) = hint.parent() {
             let _ = std::fs::create_dir_all(dir);
         }
