@@ -10,7 +10,7 @@
 # box "debian" whose files point at OUTDIR (scripts/publish-box.sh turns it into a catalog
 # for a web server).
 #
-# Needs: mmdebstrap, genext2fs, e2fsprogs, qemu-utils, busybox-static's .deb (fetched),
+# Needs: mmdebstrap (with arch-test and qemu-user-static for another architecture), genext2fs, e2fsprogs, qemu-utils, busybox-static's .deb (fetched),
 # network access to a Debian mirror and to PyPI. As root mmdebstrap runs in root mode;
 # as a normal user it runs in unshare mode, which needs subuid/subgid ranges (uidmap).
 # For --arch aarch64 on x86_64 it also needs qemu-user-static and binfmt-support, because
