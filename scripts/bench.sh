@@ -15,8 +15,11 @@
 #   (scripts/bench-plugin.sh);
 # - the Debian box through a local OCI registry: push, pull vs skopeo copy, cache hits
 #   (scripts/bench-registry.sh).
-# BENCH_KIWI_FILE=FILE takes the Debian box section from an earlier
-# `scripts/bench-kiwi.sh > FILE` instead of measuring it again.
+# - cross-architecture builds (scripts/bench-cross.sh): the example for aarch64 in the VM,
+#   with --container through qemu-user, and the native build (slow; BENCH_CROSS=0 skips it).
+# BENCH_KIWI_FILE=FILE (BENCH_CROSS_FILE=FILE) takes the Debian box (cross-architecture)
+# section from an earlier `scripts/bench-kiwi.sh > FILE` (`scripts/bench-cross.sh > FILE`)
+# instead of measuring it again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-7}
@@ -101,6 +104,12 @@ cache_section=$(scripts/bench-cache.sh 2048 "$(( runs < 3 ? runs : 3 ))")
 sharing_section=$(scripts/bench-sharing.sh)
 plugin_section=$(scripts/bench-plugin.sh 5)
 registry_section=$(scripts/bench-registry.sh 5)
+cross_section="(not measured in this run: BENCH_CROSS=0)"
+if [ -n "${BENCH_CROSS_FILE:-}" ]; then
+  cross_section=$(cat "$BENCH_CROSS_FILE")
+elif [ "${BENCH_CROSS:-1}" != 0 ]; then
+  cross_section=$(scripts/bench-cross.sh)
+fi
 kiwi_section="(not measured in this run: BENCH_KIWI=0)"
 if [ -n "${BENCH_KIWI_FILE:-}" ]; then
   # A section scripts/bench-kiwi.sh wrote earlier (it takes tens of minutes).
@@ -140,6 +149,8 @@ $cache_section
 $sharing_section
 
 $kiwi_section
+
+$cross_section
 
 $registry_section
 
