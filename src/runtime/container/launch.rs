@@ -26,6 +26,9 @@ use std::time::Instant;
 /// GNU tar for a rootless container, and where it finds the box's own tar.
 const ROOTLESS_TAR: &str = include_str!("rootless-tar.sh");
 const REAL_TAR: &str = "/usr/lib/boxbuild/tar";
+/// mount and umount for a rootless container on the host's network, and where they find
+/// the box's own.
+const ROOTLESS_MOUNT: &str = include_str!("rootless-mount.sh");
 /// Where the plugin's container images find their command line.
 const PLUGIN_CMDLINE: &str = "/container.cmdline";
 /// Where the plugin's container images write their results.
@@ -126,7 +129,7 @@ pub fn launch(plan: Plan, container: &ContainerSettings) -> Result<Launched> {
     ui.detail(&format!("run dir {}", run_dir.root().display()));
     let spec_network = super::network(&engine, network);
     if spec_network == Network::Host {
-        ui.warn("the container shares the host's network: /dev/net/tun is not open to this user, and slirp4netns needs it; a builder that mounts sysfs (kiwi does) fails so: make /dev/net/tun usable (mode 0666, most distributions' default) or run as root");
+        ui.warn("the container shares the host's network: /dev/net/tun is not open to this user, and slirp4netns needs it for a network of the container's own (docs/container.md, \"Network\")");
     }
     let mut volumes = Vec::new();
     let mut held: Vec<Box<dyn std::any::Any>> = Vec::new();
@@ -144,6 +147,9 @@ pub fn launch(plan: Plan, container: &ContainerSettings) -> Result<Launched> {
     }
     if let (true, RootHeld::Dir(root)) = (engine.rootless, &root) {
         volumes.extend(rootless_tar(&root.dir, &run_dir)?);
+        if spec_network == Network::Host {
+            volumes.extend(rootless_mount(&root.dir, &run_dir)?);
+        }
     }
     let name = format!(
         "boxbuild-{}-{}",
@@ -313,6 +319,25 @@ fn rootless_tar(root: &Path, run_dir: &RunDir) -> Result<Vec<Volume>> {
     ])
 }
 
+/// The box's mount and umount, wrapped for a rootless container on the host's network
+/// (`rootless-mount.sh`): each wrapper over the box's own, which stays beside it. None
+/// for a box without them in /usr/bin.
+fn rootless_mount(root: &Path, run_dir: &RunDir) -> Result<Vec<Volume>> {
+    let wrapper = run_dir.path("mount");
+    std::fs::write(&wrapper, ROOTLESS_MOUNT)
+        .and_then(|()| std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)))
+        .map_err(|e| Error::setup(format!("cannot write {}: {e}", wrapper.display())))?;
+    let mut volumes = Vec::new();
+    for tool in ["mount", "umount"] {
+        let real = root.join("usr/bin").join(tool);
+        if std::fs::symlink_metadata(&real).is_ok_and(|m| m.is_file()) {
+            volumes.push(Volume::new(real, format!("/usr/lib/boxbuild/{tool}"), true));
+            volumes.push(Volume::new(&wrapper, format!("/usr/bin/{tool}"), true));
+        }
+    }
+    Ok(volumes)
+}
+
 /// A rootless container's scratch directory. The builder leaves files there owned by
 /// other users of the container (subordinate ids on the host) when it is stopped midway,
 /// which the user cannot remove; dropped before the run dir, this removes them from
@@ -385,5 +410,63 @@ mod tests {
         assert_eq!(wrapped(mount_points, 1).0, 1);
         assert_eq!(wrapped("", 0), (0, String::new()));
         assert_eq!(wrapped("", 2).0, 2);
+    }
+
+    /// Runs the mount wrapper as `name` (mount or umount) with `args`, over a stand-in for
+    /// the real command that logs its arguments and fails unless `succeeds_with` is among
+    /// them; returns the exit code, stderr and the stand-in's calls.
+    fn mounted(name: &str, args: &[&str], succeeds_with: &str) -> (i32, String, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = dir.path().join(name);
+        let calls = dir.path().join("calls");
+        std::fs::write(
+            &fake,
+            format!(
+                "#!/bin/sh\necho \"$*\" >> {}\ncase \" $* \" in *\" {succeeds_with} \"*) exit 0 ;; esac\necho \"{name}: refused\" >&2\nexit 32\n",
+                calls.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let script = ROOTLESS_MOUNT
+            .replace("/usr/lib/boxbuild/umount", fake.to_str().unwrap())
+            .replace("/usr/lib/boxbuild/mount", fake.to_str().unwrap());
+        let out = Command::new("sh")
+            .args(["-c", &script, &format!("/usr/bin/{name}")])
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+            std::fs::read_to_string(calls).unwrap_or_default(),
+        )
+    }
+
+    #[test]
+    fn a_refused_bind_mount_is_tried_again_recursively() {
+        let (code, err, calls) = mounted("mount", &["-n", "--bind", "/sys", "/r/sys"], "--rbind");
+        assert_eq!((code, err.as_str()), (0, ""));
+        assert_eq!(calls, "-n --bind /sys /r/sys\n-n --rbind /sys /r/sys\n");
+        // Other mounts are not retried, and fail as the real mount said.
+        let (code, err, calls) = mounted("mount", &["-t", "proc", "proc", "/r/proc"], "--rbind");
+        assert_eq!((code, err.as_str()), (32, "mount: refused\n"));
+        assert_eq!(calls.lines().count(), 1);
+        // A bind mount that fails recursively too: the first failure is reported.
+        let (code, err, _) = mounted("mount", &["--bind", "/a", "/b"], "never");
+        assert_eq!((code, err.as_str()), (32, "mount: refused\n"));
+        // Arguments with spaces survive the rewriting.
+        let (code, _, calls) = mounted("mount", &["--bind", "/a b", "/c d"], "--rbind");
+        assert_eq!(code, 0);
+        assert!(calls.ends_with("--rbind /a b /c d\n"), "{calls}");
+    }
+
+    #[test]
+    fn a_failed_unmount_is_tried_again_recursively() {
+        let (code, err, calls) = mounted("umount", &["/r/sys"], "-R");
+        assert_eq!((code, err.as_str()), (0, ""));
+        assert_eq!(calls, "/r/sys\n-R /r/sys\n");
+        let (code, err, _) = mounted("umount", &["/r/sys"], "never");
+        assert_eq!((code, err.as_str()), (32, "umount: refused\n"));
     }
 }
