@@ -39,8 +39,7 @@ pub fn run(command: &BoxCommand, ui: Ui) -> Result<u8> {
         command,
         BoxCommand::List | BoxCommand::Update { .. } | BoxCommand::Outdated
     ) {
-        library.add_kept_oci_boxes();
-        library.add_catalog_oci_boxes();
+        library.add_known();
     }
     match command {
         BoxCommand::List => list(&library),
@@ -166,9 +165,9 @@ pub fn list(library: &Library) -> Result<u8> {
 }
 
 fn fetch(library: &mut Library, box_ref: &str, arch: Option<&str>) -> Result<u8> {
-    let box_ref = library.add_oci_box(box_ref)?;
-    library.add_catalog_oci_box(&box_ref)?;
-    let found = library.find(&box_ref, arch.unwrap_or(host_arch()))?;
+    let arch = arch.unwrap_or(host_arch());
+    let box_ref = library.resolve(box_ref, arch)?;
+    let found = library.find(&box_ref, arch)?;
     let version = found.newest();
     let ready = store::provide(&library.store, &found, version, &library.fetcher())?;
     let key = Key::new(&found.name, &found.arch, &version.version);
@@ -200,7 +199,7 @@ fn push(
     let box_ref = if crate::boxes::reference::is_oci(box_ref)
         || crate::boxes::oci::layout::is_layout(box_ref)
     {
-        let name = library.add_oci_box(box_ref)?;
+        let name = library.resolve(box_ref, host_arch())?;
         let version = catalog::catalog_for(&library.catalogs, &name)
             .and_then(|c| c.file.boxes.get(&name))
             .and_then(|e| e.versions.first())
@@ -210,7 +209,7 @@ fn push(
     } else {
         if catalog::catalog_for(&library.catalogs, catalog::parse_box_ref(box_ref).0).is_none() {
             // A registry box by its cache name.
-            library.add_kept_oci_boxes();
+            library.add_known();
         }
         box_ref.to_string()
     };
