@@ -3,7 +3,12 @@
 # Debian box, each artifact checked for real. Under TCG this takes a while (see
 # docs/benchmarks.md); it is not part of scripts/test.sh.
 #
-#   scripts/e2e-kiwi.sh [tarball] [disk] [container]     (default: all three)
+#   scripts/e2e-kiwi.sh [tarball] [disk] [container] [cross]   (default: the first three)
+#
+# `cross` builds examples/debian-tarball for aarch64 in the aarch64 VM (TCG) and with
+# --container through the host's qemu-user (scripts/bench-cross.sh; the aarch64 Debian box
+# from $BOXBUILD_CROSS_BOX_DIR or built by its recipe) and checks that both tarballs hold
+# aarch64 binaries and the same package list.
 #
 # $BOXBUILD_E2E_ARGS adds boxbuild options (e.g. --virtiofs-sharing). The box is the one
 # registered as 'debian' (scripts/install.sh). Prints one PASS/FAIL line per example and
@@ -72,8 +77,22 @@ check_container() {
   rm -rf "$work/image" "$work/image.oci.tar"
 }
 
+check_cross() {
+  local report
+  report=$("$here/scripts/bench-cross.sh" aarch64) || fail "scripts/bench-cross.sh failed"
+  echo "$report" | sed 's/^/  | /'
+  grep -q 'are equal: yes' <<<"$report" || fail "the VM and the qemu-user build differ in their packages"
+  [ "$(grep -o 'ARM aarch64' <<<"$report" | wc -l)" = 2 ] || fail "a tarball holds no aarch64 binaries"
+}
+
 failed=0
 for example in "${examples[@]}"; do
+  if [ "$example" = cross ]; then
+    start=$(date +%s)
+    echo ">> cross: examples/debian-tarball for aarch64, in the VM and with --container through qemu-user"
+    if (check_cross); then echo "PASS cross $(( $(date +%s) - start ))s"; else echo "FAIL cross"; failed=1; fi
+    continue
+  fi
   [ -d "$here/examples/debian-$example" ] || { echo "no example debian-$example" >&2; exit 2; }
   out=$work/$example
   start=$(date +%s)
