@@ -28,8 +28,12 @@ fn debian_build(
     args: &[&str],
 ) -> Command {
     let mut c = env.boxbuild();
+    // --no-accel means nothing to a container (and says so).
+    if !extra.contains(&"--container") {
+        c.arg("--no-accel");
+    }
     c.env("BOXBUILD_CONFIG", debian_box_dir().join("catalog.toml"))
-        .args(["--no-accel", "--box", "debian"])
+        .args(["--box", "debian"])
         .args(extra)
         .arg("--")
         .arg("--description")

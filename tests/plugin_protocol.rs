@@ -11,8 +11,12 @@ use std::process::Command;
 
 fn plugin_build(env: &Env, extra: &[&str], args: &[&str]) -> Command {
     let mut c = env.boxbuild();
+    // --no-accel means nothing to a container (and says so).
+    if !extra.contains(&"--container") {
+        c.arg("--no-accel");
+    }
     c.env("BOXBUILD_CONFIG", plugin_box_dir().join("catalog.toml"))
-        .args(["--no-accel", "--box", "tiny-plugin"])
+        .args(["--box", "tiny-plugin"])
         .args(extra)
         .arg("--")
         .arg("--description")
