@@ -7,10 +7,10 @@
 
 use super::{engine, image, kiwi_type, rootfs, ContainerGuest, Network, Root, Spec, Volume};
 use crate::boxes::catalog::Protocol;
-use crate::runtime::console;
 use crate::job::plugin;
 use crate::job::JobPlace;
 use crate::job::{self, network};
+use crate::runtime::console;
 use crate::runtime::rundir::RunDir;
 use crate::runtime::session::{self, Session};
 use crate::runtime::{Launched, Plan};

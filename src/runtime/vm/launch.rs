@@ -6,9 +6,9 @@
 use crate::boxes::catalog::Protocol;
 use crate::boxes::store::overlay;
 use crate::boxes::store::{Key, LayerState};
-use crate::runtime::console;
 use crate::job::plugin;
 use crate::job::JobPlace;
+use crate::runtime::console;
 use crate::runtime::rundir::{self, RunDir};
 use crate::runtime::scratch;
 use crate::runtime::session::{self, Session, CONNECT_TIMEOUT};
