@@ -620,7 +620,7 @@ impl Registry {
     ) -> Result<(), RegistryError> {
         let progress: SharedProgress = Arc::new(Mutex::new(Box::new(progress)));
         self.retrying(|inner| {
-            let file = std::fs::File::open(path)
+            let file = crate::sys::files::open_regular(path)
                 .map_err(|e| RegistryError::Invalid(format!("{}: {e}", path.display())))?;
             let chunks = FileChunks {
                 file,

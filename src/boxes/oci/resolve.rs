@@ -322,7 +322,10 @@ fn signatures(
 
 /// The manifests an index lists for boxes, or the document itself when it is a single
 /// box manifest.
-fn manifest_digests(text: &str, digest: &str) -> std::result::Result<Vec<String>, String> {
+pub(super) fn manifest_digests(
+    text: &str,
+    digest: &str,
+) -> std::result::Result<Vec<String>, String> {
     #[derive(Deserialize)]
     #[serde(rename_all = "camelCase")]
     struct Kind {
