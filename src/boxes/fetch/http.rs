@@ -297,6 +297,34 @@ mod tests {
     }
 
     #[test]
+    fn a_206_from_elsewhere_than_asked_starts_over() {
+        let headers = |range: Option<&str>| {
+            let mut h = reqwest::header::HeaderMap::new();
+            if let Some(r) = range {
+                h.insert(CONTENT_RANGE, r.parse().unwrap());
+            }
+            h
+        };
+        assert_eq!(
+            partial_start(&headers(Some("bytes 100-199/200")), 100).unwrap(),
+            (100, Some(200))
+        );
+        // The whole file from byte 0: taken as such (the fetcher drops its copy).
+        assert_eq!(
+            partial_start(&headers(Some("bytes 0-199/200")), 100).unwrap(),
+            (0, Some(200))
+        );
+        assert!(matches!(
+            partial_start(&headers(Some("bytes 50-199/200")), 100),
+            Err(FetchError::StartOver(_))
+        ));
+        assert!(matches!(
+            partial_start(&headers(None), 100),
+            Err(FetchError::StartOver(_))
+        ));
+    }
+
+    #[test]
     fn statuses_are_classified() {
         assert!(matches!(
             classify(StatusCode::NOT_FOUND),
