@@ -12,6 +12,7 @@ use common::{foreign_tiny_box_dir, ok, stderr, stdout, tiny_box_dir, Env};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::Duration;
 
 /// A catalog naming the tiny box for this architecture and the other one.
 fn two_arch_catalog(dir: &Path) -> PathBuf {
@@ -976,4 +977,324 @@ fn a_tls_registry_is_trusted_through_the_host_ca_store_only() {
         &reference,
     ]));
     ok(&with_ca(&["box", "fetch", &reference]));
+}
+
+/// The error line of a failed command: exactly one `boxbuild: error:` line, exit 125.
+fn one_error_line(out: &Output) -> String {
+    let text = stderr(out);
+    assert_eq!(out.status.code(), Some(125), "{text}");
+    let errors: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("boxbuild: error:"))
+        .collect();
+    assert_eq!(errors.len(), 1, "{text}");
+    assert!(!text.contains("panicked"), "{text}");
+    errors[0].to_string()
+}
+
+fn trust(setup: &Setup, rules: &str) {
+    let config = setup.env.tmp.path().join("home/.config/boxbuild");
+    fs::create_dir_all(&config).unwrap();
+    fs::write(config.join("trust.toml"), rules).unwrap();
+}
+
+#[test]
+fn transient_registry_answers_are_retried_and_the_real_status_is_reported() {
+    use common::faulty::{Fault, FaultyProxy};
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Registry::start(dir.path(), None);
+    let proxy = FaultyProxy::start(&registry.addr);
+    let setup = Setup::new(&[&registry.addr, &proxy.addr]);
+    let (key, public) = key_pair(dir.path(), "k");
+    push(
+        &setup,
+        &format!("oci://{}/boxes/tiny:1", registry.addr),
+        &[
+            "--arch",
+            std::env::consts::ARCH,
+            "--sign-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    trust(
+        &setup,
+        &format!(
+            "[[source]]\nprefix = \"oci://{}/\"\nkeys = [\"{}\"]\nsigned_identity = \"oci://{}/boxes/tiny\"\n",
+            proxy.addr,
+            public.display(),
+            registry.addr
+        ),
+    );
+    let manifest = host_manifest(&registry, "boxes/tiny", "1");
+    let config = manifest["config"]["digest"].as_str().unwrap();
+    let kernel = manifest["layers"][0]["digest"].as_str().unwrap();
+    let busy = |code, retry_after| Fault::Status {
+        code,
+        json_code: Some("TOOMANYREQUESTS"),
+        retry_after,
+    };
+    let unavailable = Fault::Status {
+        code: 503,
+        json_code: None,
+        retry_after: None,
+    };
+    // The tag, the config, the signature tag, the kernel blob: each fails first.
+    proxy.inject("/manifests/1", unavailable.clone(), 1);
+    proxy.inject(&format!("/blobs/{config}"), busy(429, Some(1)), 1);
+    proxy.inject("/manifests/sha256-", busy(429, None), 1);
+    proxy.inject(&format!("/blobs/{kernel}"), busy(429, Some(1)), 1);
+    let started = std::time::Instant::now();
+    let out = setup.manage(&["fetch", &format!("oci://{}/boxes/tiny:1", proxy.addr)]);
+    ok(&out);
+    assert_eq!(proxy.pending(), 0, "{:?}", proxy.seen.lock().unwrap());
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "Retry-After: 1 was not waited for twice"
+    );
+
+    // A registry that keeps saying 429 (with its JSON body): tried as often as
+    // BOXBUILD_FETCH_RETRIES says, then one line with the status it really sent.
+    proxy.inject("/manifests/2", busy(429, Some(0)), 100);
+    let out = setup
+        .command()
+        .env("BOXBUILD_FETCH_RETRIES", "2")
+        .args([
+            "box",
+            "fetch",
+            &format!("oci://{}/boxes/tiny:2", proxy.addr),
+        ])
+        .output()
+        .unwrap();
+    let line = one_error_line(&out);
+    assert!(line.contains("429") && !line.contains("400"), "{line}");
+    assert!(line.contains("tried 3 times"), "{line}");
+    let tries = proxy
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.contains("/manifests/2"))
+        .count();
+    assert_eq!(tries, 3);
+
+    // The same for a box file.
+    let disk = manifest["layers"][2]["digest"].as_str().unwrap();
+    proxy.clear();
+    proxy.inject(&format!("/blobs/{disk}"), busy(429, None), 100);
+    let other_cache = setup.env.tmp.path().join("other-cache");
+    let out = setup
+        .command()
+        .env("BOXBUILD_FETCH_RETRIES", "1")
+        .env("BOXBUILD_CACHE_DIR", &other_cache)
+        .env("XDG_CACHE_HOME", &other_cache)
+        .args([
+            "box",
+            "fetch",
+            &format!("oci://{}/boxes/tiny:1", proxy.addr),
+        ])
+        .output()
+        .unwrap();
+    let line = one_error_line(&out);
+    assert!(line.contains("429") && !line.contains("HTTP 400"), "{line}");
+}
+
+#[test]
+fn a_resume_answered_from_byte_zero_starts_over() {
+    use common::faulty::{Fault, FaultyProxy};
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Registry::start(dir.path(), None);
+    let proxy = FaultyProxy::start(&registry.addr);
+    let setup = Setup::new(&[&registry.addr, &proxy.addr]);
+    push(
+        &setup,
+        &format!("oci://{}/boxes/tiny:1", registry.addr),
+        &["--arch", std::env::consts::ARCH],
+    );
+    let manifest = host_manifest(&registry, "boxes/tiny", "1");
+    let disk = manifest["layers"][2]["digest"].as_str().unwrap();
+    let size = manifest["layers"][2]["size"].as_u64().unwrap();
+    // The disk breaks off halfway; the resume is answered 206 with the whole blob.
+    proxy.inject(&format!("/blobs/{disk}"), Fault::Cut { after: size / 2 }, 1);
+    proxy.inject_ranged(&format!("/blobs/{disk}"), Fault::RangeFromZero, 1);
+    let out = setup.manage(&["fetch", &format!("oci://{}/boxes/tiny:1", proxy.addr), "-v"]);
+    ok(&out);
+    assert_eq!(proxy.pending(), 0, "{:?}", proxy.seen.lock().unwrap());
+    // Installed, and it verifies.
+    ok(&setup.manage(&["verify"]));
+}
+
+#[test]
+fn oversized_manifests_are_refused_before_they_are_read() {
+    use common::faulty::{Fault, FaultyProxy};
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Registry::start(dir.path(), None);
+    let proxy = FaultyProxy::start(&registry.addr);
+    let setup = Setup::new(&[&registry.addr, &proxy.addr]);
+    let huge = 512 * 1024 * 1024;
+    for declared in [true, false] {
+        proxy.inject(
+            "/manifests/big",
+            Fault::Huge {
+                size: huge,
+                declared,
+            },
+            1,
+        );
+        let before = proxy.fabricated.load(std::sync::atomic::Ordering::SeqCst);
+        let out = setup.manage(&["fetch", &format!("oci://{}/boxes/tiny:big", proxy.addr)]);
+        let line = one_error_line(&out);
+        assert!(line.contains("more than boxbuild reads"), "{line}");
+        std::thread::sleep(Duration::from_millis(300));
+        let sent = proxy.fabricated.load(std::sync::atomic::Ordering::SeqCst) - before;
+        assert!(
+            sent < 64 * 1024 * 1024,
+            "{sent} bytes of a huge manifest were read (declared: {declared})"
+        );
+    }
+}
+
+#[test]
+fn a_box_refused_as_unsigned_is_accepted_once_signed() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Registry::start(dir.path(), None);
+    let setup = Setup::new(&[&registry.addr]);
+    let (key, public) = key_pair(dir.path(), "k");
+    trust(
+        &setup,
+        &format!(
+            "[[source]]\nprefix = \"oci://{}/\"\nkeys = [\"{}\"]\n",
+            registry.addr,
+            public.display()
+        ),
+    );
+    let reference = format!("oci://{}/boxes/tiny:1", registry.addr);
+    push(&setup, &reference, &["--arch", std::env::consts::ARCH]);
+    let line = one_error_line(&setup.manage(&["fetch", &reference]));
+    assert!(line.contains("unsigned"), "{line}");
+    ok(&setup.manage(&["sign", &reference, "--key", key.to_str().unwrap()]));
+    ok(&setup.manage(&["fetch", &reference]));
+    // And box update does not bring the refusal back.
+    ok(&setup.manage(&["update"]));
+    ok(&setup.manage(&["fetch", &reference]));
+}
+
+#[test]
+fn a_registry_copy_keeps_its_bytes_and_its_signature_names_the_signed_repository() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Registry::start(dir.path(), None);
+    let setup = Setup::new(&[&registry.addr]);
+    let (key, public) = key_pair(dir.path(), "k");
+    let original = format!("oci://{}/boxes/tiny:1", registry.addr);
+    let digest = push(
+        &setup,
+        &original,
+        &["--zstd", "--sign-key", key.to_str().unwrap()],
+    );
+    let copy = format!("oci://{}/mirror/tiny:1", registry.addr);
+    let out = setup.manage(&["push", &original, &copy]);
+    ok(&out);
+    assert!(stdout(&out).contains(&digest), "{}", stdout(&out));
+    assert_eq!(
+        host_manifest(&registry, "boxes/tiny", "1"),
+        host_manifest(&registry, "mirror/tiny", "1")
+    );
+    assert!(
+        host_manifest(&registry, "mirror/tiny", "1")["layers"][2]["mediaType"]
+            .as_str()
+            .unwrap()
+            .ends_with("+zstd")
+    );
+    // Pinned by the original's digest in the mirror.
+    ok(&setup.manage(&[
+        "fetch",
+        &format!("oci://{}/mirror/tiny@{digest}", registry.addr),
+    ]));
+
+    // The signature came along, but it names boxes/tiny: refused for the mirror...
+    trust(
+        &setup,
+        &format!(
+            "[[source]]\nprefix = \"oci://{}/\"\nkeys = [\"{}\"]\n",
+            registry.addr,
+            public.display()
+        ),
+    );
+    ok(&setup.manage(&["fetch", &original]));
+    let line = one_error_line(&setup.manage(&["fetch", &copy]));
+    assert!(
+        line.contains(&format!("made for {}/boxes/tiny", registry.addr)),
+        "{line}"
+    );
+    // ...unless the rule for the mirror names the signed repository.
+    trust(
+        &setup,
+        &format!(
+            "[[source]]\nprefix = \"oci://{0}/\"\nkeys = [\"{1}\"]\n[[source]]\nprefix = \"oci://{0}/mirror/\"\nkeys = [\"{1}\"]\nsigned_prefix = \"oci://{0}/boxes/\"\n",
+            registry.addr,
+            public.display()
+        ),
+    );
+    ok(&setup.manage(&["fetch", &copy]));
+}
+
+#[test]
+fn layout_files_that_are_not_regular_are_refused_and_errors_name_the_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Registry::start(dir.path(), None);
+    let setup = Setup::new(&[&registry.addr]);
+    push(
+        &setup,
+        &format!("oci://{}/boxes/tiny:1", registry.addr),
+        &["--arch", std::env::consts::ARCH],
+    );
+    let layout = dir.path().join("layout");
+    let copy = Command::new("skopeo")
+        .args(["copy", "--all", "--src-tls-verify=false"])
+        .arg(format!("docker://{}/boxes/tiny:1", registry.addr))
+        .arg(format!("oci:{}:1", layout.display()))
+        .output()
+        .unwrap();
+    assert!(copy.status.success(), "{}", stderr(&copy));
+    let manifest = host_manifest(&registry, "boxes/tiny", "1");
+    let disk = manifest["layers"][2]["digest"].as_str().unwrap();
+    let blob = layout
+        .join("blobs/sha256")
+        .join(disk.trim_start_matches("sha256:"));
+    fs::remove_file(&blob).unwrap();
+    assert!(Command::new("mkfifo")
+        .arg(&blob)
+        .status()
+        .unwrap()
+        .success());
+
+    let run = |reference: String| {
+        let mut child = setup
+            .command()
+            .args(["box", "fetch", &reference])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let started = std::time::Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            if started.elapsed() > Duration::from_secs(60) {
+                let _ = child.kill();
+                panic!("boxbuild hangs on {reference}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        child.wait_with_output().unwrap()
+    };
+    let line = one_error_line(&run(format!("oci:{}:1", layout.display())));
+    assert!(
+        line.contains("FIFO") && line.contains(&blob.display().to_string()),
+        "{line}"
+    );
+    let line = one_error_line(&run(format!("oci:{}:nope", layout.display())));
+    assert!(
+        line.contains(&layout.display().to_string())
+            && !line.contains("HTTP")
+            && !line.contains("docker://"),
+        "{line}"
+    );
 }

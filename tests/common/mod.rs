@@ -3,6 +3,7 @@
 //! test are visible to it alone.
 #![allow(dead_code)]
 
+pub mod faulty;
 pub mod http;
 pub mod registry;
 pub mod served;

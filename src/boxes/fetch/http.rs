@@ -26,6 +26,15 @@ pub enum FetchError {
     RangeNotSatisfiable,
     /// Network trouble or a server error: worth another try.
     Transient(String),
+    /// A 429 or 503 with `Retry-After`: worth another try after that long.
+    RetryAfter(String, Duration),
+    /// The answer does not continue the partial copy (a 206 from elsewhere than asked):
+    /// the copy is dropped and the transfer starts from byte 0.
+    StartOver(String),
+    /// A local file (a layout's blob) that cannot be read: the message says which and why.
+    Local(String),
+    /// A signal arrived while waiting.
+    Interrupted(i32),
 }
 
 impl fmt::Display for FetchError {
@@ -33,7 +42,13 @@ impl fmt::Display for FetchError {
         match self {
             FetchError::Refused(status) => write!(f, "HTTP {status}"),
             FetchError::RangeNotSatisfiable => write!(f, "HTTP 416 Range Not Satisfiable"),
-            FetchError::Transient(cause) => write!(f, "{cause}"),
+            FetchError::Transient(cause)
+            | FetchError::RetryAfter(cause, _)
+            | FetchError::StartOver(cause)
+            | FetchError::Local(cause) => write!(f, "{cause}"),
+            FetchError::Interrupted(sig) => {
+                write!(f, "interrupted by {}", crate::sys::error::signal_name(*sig))
+            }
         }
     }
 }
@@ -104,14 +119,7 @@ impl Http {
         let validator = validator_of(&response);
         match status {
             StatusCode::PARTIAL_CONTENT => {
-                let (start, total) = content_range(&response).ok_or_else(|| {
-                    FetchError::Transient("the server sent a bad Content-Range".into())
-                })?;
-                if start != offset {
-                    return Err(FetchError::Transient(format!(
-                        "asked for bytes from {offset}, the server sent from {start}"
-                    )));
-                }
+                let (start, total) = partial_start(response.headers(), offset)?;
                 Ok(Opened {
                     start,
                     total,
@@ -126,7 +134,7 @@ impl Http {
                 body: Box::new(response),
             }),
             StatusCode::RANGE_NOT_SATISFIABLE => Err(FetchError::RangeNotSatisfiable),
-            s => Err(classify(s)),
+            s => Err(with_retry_after(classify(s), response.headers())),
         }
     }
 
@@ -192,6 +200,42 @@ fn classify(status: StatusCode) -> FetchError {
     }
 }
 
+/// A transient error of an answer that carries `Retry-After` (seconds) waits that long.
+pub fn with_retry_after(error: FetchError, headers: &reqwest::header::HeaderMap) -> FetchError {
+    let wait = headers
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    match (error, wait) {
+        (FetchError::Transient(m), Some(wait)) => FetchError::RetryAfter(m, wait),
+        (error, _) => error,
+    }
+}
+
+/// Where a 206 answer to a request for bytes from `offset` on starts, and the whole
+/// file's size, by its `Content-Range`. An answer from byte 0 is the whole file (some
+/// proxies and servers send that); one from anywhere else, or without a readable
+/// `Content-Range`, cannot continue the partial copy: start over.
+pub fn partial_start(
+    headers: &reqwest::header::HeaderMap,
+    offset: u64,
+) -> Result<(u64, Option<u64>), FetchError> {
+    let range = headers
+        .get(CONTENT_RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_content_range);
+    match range {
+        Some((start, total)) if start == offset || start == 0 => Ok((start, total)),
+        Some((start, _)) => Err(FetchError::StartOver(format!(
+            "asked for bytes from {offset}, the server sent them from {start}"
+        ))),
+        None => Err(FetchError::StartOver(
+            "the server answered a range request without a readable Content-Range".into(),
+        )),
+    }
+}
+
 fn transient(e: reqwest::Error) -> FetchError {
     FetchError::Transient(chain(&e))
 }
@@ -227,11 +271,6 @@ fn header(response: &Response, name: reqwest::header::HeaderName) -> Option<Stri
 }
 
 /// `Content-Range: bytes START-END/TOTAL` (TOTAL may be `*`).
-fn content_range(response: &Response) -> Option<(u64, Option<u64>)> {
-    let text = response.headers().get(CONTENT_RANGE)?.to_str().ok()?;
-    parse_content_range(text)
-}
-
 fn parse_content_range(text: &str) -> Option<(u64, Option<u64>)> {
     let rest = text.trim().strip_prefix("bytes ")?;
     let (range, total) = rest.split_once('/')?;
@@ -255,6 +294,34 @@ mod tests {
         );
         assert_eq!(parse_content_range("bytes 5-9/*"), Some((5, None)));
         assert_eq!(parse_content_range("items 5-9/10"), None);
+    }
+
+    #[test]
+    fn a_206_from_elsewhere_than_asked_starts_over() {
+        let headers = |range: Option<&str>| {
+            let mut h = reqwest::header::HeaderMap::new();
+            if let Some(r) = range {
+                h.insert(CONTENT_RANGE, r.parse().unwrap());
+            }
+            h
+        };
+        assert_eq!(
+            partial_start(&headers(Some("bytes 100-199/200")), 100).unwrap(),
+            (100, Some(200))
+        );
+        // The whole file from byte 0: taken as such (the fetcher drops its copy).
+        assert_eq!(
+            partial_start(&headers(Some("bytes 0-199/200")), 100).unwrap(),
+            (0, Some(200))
+        );
+        assert!(matches!(
+            partial_start(&headers(Some("bytes 50-199/200")), 100),
+            Err(FetchError::StartOver(_))
+        ));
+        assert!(matches!(
+            partial_start(&headers(None), 100),
+            Err(FetchError::StartOver(_))
+        ));
     }
 
     #[test]

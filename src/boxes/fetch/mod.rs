@@ -16,7 +16,7 @@ use progress::Progress;
 use reqwest::Url;
 use serde::{Deserialize, Serialize};
 
-use std::fs::{self, File};
+use std::fs;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -24,6 +24,34 @@ use std::time::Duration;
 const DEFAULT_RETRIES: u32 = 3;
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(8);
+/// The longest wait a server's `Retry-After` gets: a longer one is cut to this.
+pub const RETRY_AFTER_CAP: Duration = Duration::from_secs(60);
+
+/// How long to wait before try `failures + 1`: 0.5 s doubling up to 8 s, or what the
+/// server asked for with `Retry-After` when that is longer (at most `RETRY_AFTER_CAP`).
+pub fn wait_before_retry(failures: u32, retry_after: Option<Duration>) -> Duration {
+    let backoff = FIRST_BACKOFF
+        .saturating_mul(1 << failures.saturating_sub(1).min(8))
+        .min(MAX_BACKOFF);
+    retry_after
+        .map(|asked| asked.min(RETRY_AFTER_CAP))
+        .map_or(backoff, |asked| asked.max(backoff))
+}
+
+/// Sleeps for `wait`, unless one of the watched signals arrives first (its number).
+pub fn sleep_unless(wait: Duration, signals: Option<&SignalWatch>) -> std::result::Result<(), i32> {
+    let until = std::time::Instant::now() + wait;
+    loop {
+        if let Some(sig) = signals.and_then(SignalWatch::pending) {
+            return Err(sig);
+        }
+        let now = std::time::Instant::now();
+        if now >= until {
+            return Ok(());
+        }
+        std::thread::sleep((until - now).min(Duration::from_millis(50)));
+    }
+}
 
 /// One file to fetch.
 pub struct Download<'a> {
@@ -113,11 +141,29 @@ impl Fetcher<'_> {
             if d.size.is_some_and(|size| partial.len == size) {
                 break; // Complete from an earlier run; the digest decides.
             }
+            if d.size.is_some_and(|size| partial.len > size) {
+                // Longer than the file: no prefix of it (a bad answer appended to it).
+                partial.restart().map_err(|e| io("cannot truncate", e))?;
+                resumed_from = 0;
+            }
             let opened = match open(self, d.url, partial.len, validator.as_deref()) {
                 Ok(opened) => opened,
                 Err(FetchError::RangeNotSatisfiable) if !restarted_after_416 => {
                     restarted_after_416 = true;
                     partial.restart().map_err(|e| io("cannot truncate", e))?;
+                    resumed_from = 0;
+                    continue;
+                }
+                Err(FetchError::Interrupted(sig)) => return Err(Error::Interrupted(sig)),
+                Err(FetchError::Local(message)) => {
+                    return Err(Error::setup(format!("{}: {message}", d.label)))
+                }
+                Err(e @ FetchError::StartOver(_)) => {
+                    // The answer cannot continue the copy: drop it, ask from byte 0.
+                    partial.restart().map_err(|e| io("cannot truncate", e))?;
+                    resumed_from = 0;
+                    failures = failures.saturating_add(1);
+                    self.back_off(d, failures, &e, &progress)?;
                     continue;
                 }
                 Err(FetchError::Refused(status)) if d.url.scheme() == "oci" => {
@@ -146,6 +192,7 @@ impl Fetcher<'_> {
             };
             if opened.start == 0 && partial.len > 0 {
                 partial.restart().map_err(|e| io("cannot truncate", e))?;
+                resumed_from = 0;
             }
             if resumed_from == 0 {
                 resumed_from = opened.start;
@@ -168,7 +215,7 @@ impl Fetcher<'_> {
                 .map_err(|e| io("cannot write", e))?;
             progress.set_position(partial.len, opened.total);
             let before = partial.len;
-            let streamed = self.stream(opened, &mut partial, &progress);
+            let streamed = self.stream(opened, &mut partial, &progress, d.size);
             received += partial.len.saturating_sub(before);
             match streamed {
                 Ok(()) => break,
@@ -240,22 +287,17 @@ impl Fetcher<'_> {
                 }
             )));
         }
-        let wait = FIRST_BACKOFF
-            .saturating_mul(1 << (failures - 1).min(8))
-            .min(MAX_BACKOFF);
+        let asked = match cause {
+            FetchError::RetryAfter(_, wait) => Some(*wait),
+            _ => None,
+        };
+        let wait = wait_before_retry(failures, asked);
         progress.note(&format!(
             "{}: {cause}; trying again in {:.1}s",
             d.label,
             wait.as_secs_f64()
         ));
-        let until = std::time::Instant::now() + wait;
-        while std::time::Instant::now() < until {
-            if let Some(sig) = self.signals.pending() {
-                return Err(Error::Interrupted(sig));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Ok(())
+        sleep_unless(wait, Some(self.signals)).map_err(Error::Interrupted)
     }
 
     fn stream(
@@ -263,8 +305,13 @@ impl Fetcher<'_> {
         mut opened: Opened,
         partial: &mut Partial,
         progress: &Progress,
+        size: Option<u64>,
     ) -> std::result::Result<(), StreamError> {
         loop {
+            if size.is_some_and(|size| partial.len > size) {
+                // More than the file holds: the size check after the transfer discards it.
+                return Ok(());
+            }
             if let Some(sig) = self.signals.pending() {
                 return Err(StreamError::Interrupted(sig));
             }
@@ -331,13 +378,13 @@ fn open(
     let path = url
         .to_file_path()
         .map_err(|()| FetchError::Transient(format!("bad file URL {url}")))?;
-    let mut file = File::open(&path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => FetchError::Refused(reqwest::StatusCode::NOT_FOUND),
-        _ => FetchError::Transient(format!("{}: {e}", path.display())),
+    let mut file = crate::sys::files::open_regular(&path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => FetchError::Local(format!("{} is missing", path.display())),
+        _ => FetchError::Local(format!("{}: {e}", path.display())),
     })?;
     let meta = file
         .metadata()
-        .map_err(|e| FetchError::Transient(e.to_string()))?;
+        .map_err(|e| FetchError::Local(format!("{}: {e}", path.display())))?;
     let mtime = meta
         .modified()
         .ok()

@@ -65,7 +65,10 @@ impl Library {
             store,
             rules,
             http,
-            registry: crate::boxes::oci::Registry::new(),
+            registry: crate::boxes::oci::Registry::with_signals(
+                signals.clone(),
+                fetch::retries_from_env(),
+            ),
             catalogs,
             ui,
             signals,

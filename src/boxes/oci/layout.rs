@@ -3,7 +3,7 @@
 //! names it, `oci:PATH[:TAG]` or `oci:PATH@sha256:HEX`; blobs are read from
 //! `PATH/blobs/sha256/HEX` and fetched into the cache like any box file.
 
-use super::client::RegistryError;
+use super::client::{RegistryError, MAX_MANIFEST};
 use super::source::Source;
 use crate::sys::error::{Error, Result};
 use oci_client::manifest::OciImageIndex;
@@ -79,26 +79,48 @@ impl Layout {
         let hex = digest
             .strip_prefix("sha256:")
             .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
-            .ok_or_else(|| RegistryError::Refused(0, format!("{digest} is not a sha256 digest")))?;
+            .ok_or_else(|| {
+                RegistryError::Invalid(format!(
+                    "{}: {digest} is not a sha256 digest",
+                    self.dir.display()
+                ))
+            })?;
         Ok(self.dir.join("blobs/sha256").join(hex))
     }
 
+    /// A document (index, manifest, config, signature payload) of at most `MAX_MANIFEST`
+    /// bytes, checked against its digest.
     fn read_checked(&self, digest: &str) -> std::result::Result<Vec<u8>, RegistryError> {
         let path = self.blob_path(digest)?;
-        let bytes = read(&path)?;
+        let bytes = read(&path, MAX_MANIFEST)?;
         if crate::sys::digest::sha256_digest(&bytes) != digest {
-            return Err(RegistryError::Refused(
-                0,
-                format!("{} does not hash to its name", path.display()),
-            ));
+            return Err(RegistryError::Invalid(format!(
+                "{} does not hash to its name",
+                path.display()
+            )));
         }
         Ok(bytes)
     }
 
     fn index(&self) -> std::result::Result<OciImageIndex, RegistryError> {
-        let bytes = read(&self.dir.join("index.json"))?;
-        serde_json::from_slice(&bytes)
-            .map_err(|e| RegistryError::Refused(0, format!("index.json: {e}")))
+        let path = self.dir.join("index.json");
+        let bytes = read(&path, MAX_MANIFEST)?;
+        serde_json::from_slice(&bytes).map_err(|e| {
+            RegistryError::Invalid(format!("{}: not an OCI image index: {e}", path.display()))
+        })
+    }
+
+    /// The tags `index.json` names (for messages).
+    fn tags(&self) -> Vec<String> {
+        self.index()
+            .map(|index| {
+                index
+                    .manifests
+                    .iter()
+                    .filter_map(|m| m.annotations.as_ref()?.get(REF_NAME).cloned())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// The digest `tag` names in `index.json`; with no tag, the only entry.
@@ -119,10 +141,14 @@ impl Layout {
     }
 }
 
-fn read(path: &Path) -> std::result::Result<Vec<u8>, RegistryError> {
-    std::fs::read(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => RegistryError::NotFound,
-        _ => RegistryError::Refused(0, format!("{}: {e}", path.display())),
+/// A file of the layout, refused when it is not a regular file or larger than `limit`;
+/// every error names the file.
+fn read(path: &Path, limit: u64) -> std::result::Result<Vec<u8>, RegistryError> {
+    crate::sys::files::read_regular(path, limit).map_err(|e| {
+        RegistryError::Invalid(match e.kind() {
+            std::io::ErrorKind::NotFound => format!("{} is missing", path.display()),
+            _ => format!("{}: {e}", path.display()),
+        })
     })
 }
 
@@ -134,9 +160,22 @@ impl Source for Layout {
     fn top(&self) -> std::result::Result<(Vec<u8>, String), RegistryError> {
         let digest = match &self.digest {
             Some(digest) => digest.clone(),
-            None => self
-                .digest_of(self.tag.as_deref())?
-                .ok_or(RegistryError::NotFound)?,
+            None => self.digest_of(self.tag.as_deref())?.ok_or_else(|| {
+                let tags = self.tags();
+                RegistryError::Invalid(format!(
+                    "{} names {} (tags there: {})",
+                    self.dir.join("index.json").display(),
+                    match &self.tag {
+                        Some(tag) => format!("no tag '{tag}'"),
+                        None => "more than one image; add ':TAG'".to_string(),
+                    },
+                    if tags.is_empty() {
+                        "none".to_string()
+                    } else {
+                        tags.join(", ")
+                    }
+                ))
+            })?,
         };
         Ok((self.read_checked(&digest)?, digest))
     }

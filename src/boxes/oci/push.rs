@@ -5,6 +5,7 @@
 use super::client::{Registry, RegistryError};
 use super::format::{self, BoxConfig};
 use super::signature;
+use super::source::{RegistrySource, Source};
 use crate::boxes::catalog::Role;
 use crate::boxes::fetch::progress::Progress;
 use crate::boxes::reference::BoxReference;
@@ -56,6 +57,23 @@ pub fn push(
     let Some(first) = boxes.first() else {
         return Err(Error::setup(format!("{}: nothing to push", target.text)));
     };
+    if let Some(source) = stored_source(boxes) {
+        if options.zstd_disk {
+            return Err(Error::setup(format!(
+                "{}: --zstd does not apply to a copy of {source}: a registry or layout box is copied as it is stored",
+                target.text
+            )));
+        }
+        return copy_as_stored(
+            registry,
+            ui,
+            target,
+            &source,
+            boxes,
+            key.as_ref(),
+            &options.scratch,
+        );
+    }
     let mut index = format::index(&first.config.version);
     for arch_box in boxes {
         let mut layers = Vec::new();
@@ -285,4 +303,305 @@ pub fn sign(registry: &Registry, reference: &BoxReference, key_path: &Path) -> R
     let (_, digest) = registry.manifest(&reference.inner).map_err(explain)?;
     sign_digest(registry, reference, &digest, &key).map_err(explain)?;
     Ok(digest)
+}
+
+/// The registry or layout reference every box came from, when they all came from one:
+/// such a box is copied byte for byte, not rebuilt from its files.
+fn stored_source(boxes: &[ArchBox]) -> Option<String> {
+    let source = &boxes.first()?.ready.source;
+    let stored = crate::boxes::reference::is_oci(source) || super::layout::is_layout(source);
+    (stored && boxes.iter().all(|b| &b.ready.source == source)).then(|| source.clone())
+}
+
+/// The media type a stored document declares (`mediaType`), else what its shape says.
+fn media_type_of(bytes: &[u8]) -> String {
+    let value: serde_json::Value = serde_json::from_slice(bytes).unwrap_or_default();
+    match value.get("mediaType").and_then(|m| m.as_str()) {
+        Some(media_type) => media_type.to_string(),
+        None if value.get("manifests").is_some() => format::INDEX_MEDIA_TYPE.to_string(),
+        None => format::MANIFEST_MEDIA_TYPE.to_string(),
+    }
+}
+
+/// Copies the box `source` names to `target` as it is stored: the index, manifests and
+/// configs byte for byte (so their digests, `@sha256:` pins and signatures stay valid),
+/// each blob as stored (a zstd layer stays compressed): already there, mounted from the
+/// source repository on the same registry, uploaded from the verified cached file when
+/// that is the blob itself, else streamed from the source. Signatures stored beside the
+/// source are copied along. Only when `boxes` holds fewer architectures than the source
+/// (`--arch`) is a new index written, listing those manifests unchanged.
+#[allow(clippy::too_many_arguments)]
+fn copy_as_stored(
+    registry: &Registry,
+    ui: Ui,
+    target: &BoxReference,
+    source_text: &str,
+    boxes: &[ArchBox],
+    key: Option<&p256::ecdsa::SigningKey>,
+    scratch: &Path,
+) -> Result<String> {
+    let layout;
+    let reference;
+    let registry_source;
+    let source: &dyn Source = if super::layout::is_layout(source_text) {
+        layout = super::layout::Layout::parse(source_text)?;
+        &layout
+    } else {
+        reference = BoxReference::parse(source_text)?;
+        registry_source = RegistrySource {
+            registry,
+            reference: &reference,
+        };
+        &registry_source
+    };
+    let from = |e: RegistryError| match e {
+        RegistryError::Invalid(m) => Error::setup(format!("{source_text}: {m}")),
+        other => other.explain(source_text, source_text),
+    };
+    let to = |e: RegistryError| e.explain(&target.text, target.inner.registry());
+    let (top, top_digest) = source.top().map_err(from)?;
+    let listed = super::resolve::manifest_digests(&String::from_utf8_lossy(&top), &top_digest)
+        .map_err(|m| Error::setup(format!("{source_text}: {m}")))?;
+    let wanted: Vec<&str> = boxes.iter().map(|b| b.config.arch.as_str()).collect();
+    let mut kept = Vec::new();
+    for manifest_digest in &listed {
+        let bytes = if *manifest_digest == top_digest {
+            top.clone()
+        } else {
+            source.manifest(manifest_digest).map_err(from)?
+        };
+        let manifest: oci_client::manifest::OciImageManifest = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::setup(format!("{source_text}: manifest {manifest_digest}: {e}")))?;
+        let config_bytes = source.blob(&manifest.config.digest).map_err(from)?;
+        let config: BoxConfig = serde_json::from_slice(&config_bytes).map_err(|e| {
+            Error::setup(format!(
+                "{source_text}: manifest {manifest_digest}: bad box config: {e}"
+            ))
+        })?;
+        if !wanted.contains(&config.arch.as_str()) {
+            continue;
+        }
+        copy_blob(
+            registry,
+            target,
+            source,
+            Some(config_bytes),
+            &manifest.config.digest,
+            None,
+            scratch,
+        )
+        .map_err(to)?;
+        for layer in &manifest.layers {
+            let size = u64::try_from(layer.size).unwrap_or(0);
+            let local = local_copy(boxes, &layer.digest, &layer.media_type);
+            if registry
+                .has_blob(&target.inner, &layer.digest)
+                .map_err(to)?
+            {
+                ui.detail(&format!("{}: the registry has it already", layer.digest));
+                continue;
+            }
+            if mounted(registry, target, source_text, &layer.digest) {
+                ui.detail(&format!("{}: mounted from {source_text}", layer.digest));
+                continue;
+            }
+            let label = format!(
+                "{} {} ({}): {}",
+                config.name, config.version, config.arch, layer.digest
+            );
+            let progress = Progress::upload(ui, &label, size);
+            let result = match local {
+                Some(path) => {
+                    registry.push_file(&target.inner, &path, &layer.digest, size, progress.setter())
+                }
+                None => copy_blob(
+                    registry,
+                    target,
+                    source,
+                    None,
+                    &layer.digest,
+                    Some((size, Box::new(progress.setter()))),
+                    scratch,
+                ),
+            };
+            progress.finish();
+            result.map_err(to)?;
+        }
+        registry
+            .push_manifest(
+                &target.at_digest(manifest_digest).inner,
+                bytes.clone(),
+                &media_type_of(&bytes),
+            )
+            .map_err(to)?;
+        kept.push(manifest_digest.clone());
+        ui.info(&format!(
+            "copied {} {} ({})",
+            config.name, config.version, config.arch
+        ));
+    }
+    let top_is_index = !(listed.len() == 1 && listed[0] == top_digest);
+    let (index, digest) = if kept.len() == listed.len() || !top_is_index {
+        (top.clone(), top_digest.clone())
+    } else {
+        let mut index: serde_json::Value = serde_json::from_slice(&top)
+            .map_err(|e| Error::setup(format!("{source_text}: {e}")))?;
+        if let Some(entries) = index.get_mut("manifests").and_then(|m| m.as_array_mut()) {
+            entries.retain(|e| {
+                e["digest"]
+                    .as_str()
+                    .is_some_and(|d| kept.iter().any(|k| k == d))
+            });
+        }
+        let bytes = format::to_bytes(&index);
+        let digest = crate::sys::digest::sha256_digest(&bytes);
+        (bytes, digest)
+    };
+    registry
+        .push_manifest(&target.inner, index.clone(), &media_type_of(&index))
+        .map_err(to)?;
+    if digest == top_digest {
+        copy_signatures(registry, target, source, &digest, scratch).map_err(to)?;
+    }
+    if let Some(key) = key {
+        sign_digest(registry, target, &digest, key).map_err(to)?;
+    }
+    Ok(digest)
+}
+
+/// The cached file that is blob `digest` itself: verified at fetch, and not decompressed
+/// (a `+zstd` layer's cached file is the decompressed disk, another blob).
+fn local_copy(boxes: &[ArchBox], digest: &str, media_type: &str) -> Option<std::path::PathBuf> {
+    if media_type.ends_with(format::ZSTD_SUFFIX) {
+        return None;
+    }
+    let hex = digest.strip_prefix("sha256:")?;
+    boxes.iter().find_map(|b| {
+        b.ready
+            .version
+            .files()
+            .into_iter()
+            .find(|(_, file)| file.sha256.as_deref() == Some(hex) && file.compression.is_none())
+            .and_then(|(role, _)| files(&b.ready).into_iter().find(|(r, _)| *r == role))
+            .map(|(_, path)| path.to_path_buf())
+    })
+}
+
+/// A cross-repository mount from `source_text` when it is a repository of the target's
+/// registry.
+fn mounted(registry: &Registry, target: &BoxReference, source_text: &str, digest: &str) -> bool {
+    let Ok(source) = BoxReference::parse(source_text) else {
+        return false;
+    };
+    source.inner.registry() == target.inner.registry()
+        && source.inner.repository() != target.inner.repository()
+        && registry.mount_blob(&target.inner, &source.inner, digest)
+}
+
+/// Puts blob `digest` into the target: nothing if it is there, a mount if it can be, else
+/// `bytes` when given (a config), else the blob read from the source: a layout's file as
+/// it is, a registry's streamed into `scratch`, checked against its digest, and uploaded.
+#[allow(clippy::type_complexity)]
+fn copy_blob(
+    registry: &Registry,
+    target: &BoxReference,
+    source: &dyn Source,
+    bytes: Option<Vec<u8>>,
+    digest: &str,
+    upload: Option<(u64, Box<dyn Fn(u64) + Send>)>,
+    scratch: &Path,
+) -> std::result::Result<(), RegistryError> {
+    if bytes.is_some()
+        && (registry.has_blob(&target.inner, digest)?
+            || mounted(registry, target, source.text(), digest))
+    {
+        return Ok(());
+    }
+    if let Some(bytes) = bytes {
+        return registry.push_bytes(&target.inner, bytes, digest);
+    }
+    let (size, progress) = upload.unwrap_or((0, Box::new(|_| {})));
+    let url = source.blob_url(digest);
+    if let Some(path) = url.strip_prefix("file://") {
+        return registry.push_file(&target.inner, Path::new(path), digest, size, progress);
+    }
+    let reference = BoxReference::parse(&url).map_err(|e| RegistryError::Invalid(e.to_string()))?;
+    let io = |e: std::io::Error| {
+        RegistryError::Invalid(format!(
+            "cannot copy blob {digest} through {}: {e}",
+            scratch.display()
+        ))
+    };
+    std::fs::create_dir_all(scratch).map_err(io)?;
+    let mut file = tempfile::NamedTempFile::new_in(scratch).map_err(io)?;
+    let opened = registry
+        .open_blob(&reference.inner, digest, 0)
+        .map_err(|e| RegistryError::Transient(format!("blob {digest}: {e}")))?;
+    let mut hashing = HashingWriter {
+        inner: file.as_file_mut(),
+        hasher: <sha2::Sha256 as sha2::Digest>::new(),
+    };
+    std::io::copy(&mut { opened.body }, &mut hashing).map_err(io)?;
+    let got = format!(
+        "sha256:{}",
+        crate::sys::digest::hex(&sha2::Digest::finalize(hashing.hasher))
+    );
+    if got != digest {
+        return Err(RegistryError::Invalid(format!(
+            "blob {digest}: the source registry sent other content ({got})"
+        )));
+    }
+    registry.push_file(&target.inner, file.path(), digest, size, progress)
+}
+
+/// Writes through and hashes what passes.
+struct HashingWriter<'a> {
+    inner: &'a mut std::fs::File,
+    hasher: sha2::Sha256,
+}
+
+impl std::io::Write for HashingWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        sha2::Digest::update(&mut self.hasher, &buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// The signatures stored beside the source for `digest` (`sha256-HEX.sig`), copied as
+/// they are; none there, nothing to do.
+fn copy_signatures(
+    registry: &Registry,
+    target: &BoxReference,
+    source: &dyn Source,
+    digest: &str,
+    scratch: &Path,
+) -> std::result::Result<(), RegistryError> {
+    let tag = signature::signature_tag(digest);
+    let Some(bytes) = source.tagged(&tag)? else {
+        return Ok(());
+    };
+    let manifest: oci_client::manifest::OciImageManifest = serde_json::from_slice(&bytes)
+        .map_err(|e| RegistryError::Invalid(format!("signature manifest: {e}")))?;
+    for blob in std::iter::once(&manifest.config).chain(&manifest.layers) {
+        let content = source.blob(&blob.digest)?;
+        copy_blob(
+            registry,
+            target,
+            source,
+            Some(content),
+            &blob.digest,
+            None,
+            scratch,
+        )?;
+    }
+    registry.push_manifest(
+        &target.at_tag(&tag).inner,
+        bytes.clone(),
+        &media_type_of(&bytes),
+    )
 }

@@ -34,7 +34,7 @@ pub struct Resolution {
     pub signatures: Option<Vec<SignatureLayer>>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SignatureLayer {
     pub payload: String,
     pub signature: String,
@@ -109,14 +109,29 @@ impl Resolver<'_> {
                 },
             },
         };
-        if rule.is_some() && resolution.signatures.is_none() {
-            resolution.signatures = Some(
-                signatures(&source, &resolution.digest)
-                    .map_err(|e| e.explain(&reference.text, reference.inner.registry()))?,
-            );
-            self.keep(&path, &resolution);
-        }
         if let Some(rule) = rule {
+            // Looked up again on every use: a box signed since, or a signature removed,
+            // counts now. Offline, the signatures seen last time are checked again.
+            match signatures(&source, &resolution.digest) {
+                Ok(found) => {
+                    if resolution.signatures.as_ref() != Some(&found) {
+                        resolution.signatures = Some(found);
+                        self.keep(&path, &resolution);
+                    }
+                }
+                Err(RegistryError::Transient(m))
+                    if resolution
+                        .signatures
+                        .as_ref()
+                        .is_some_and(|s| !s.is_empty()) =>
+                {
+                    self.ui.warn(&format!(
+                        "{}: the registry cannot be reached ({m}); checking the signatures it had before",
+                        reference.text
+                    ));
+                }
+                Err(e) => return Err(e.explain(&reference.text, reference.inner.registry())),
+            }
             check_signatures(&reference.text, &resolution, rule)?;
         }
         let name = reference.box_name();
@@ -127,7 +142,13 @@ impl Resolver<'_> {
     /// The catalog for a box in an OCI image layout directory: read afresh every time (it is
     /// local), checked against the trust rules like a registry box.
     pub fn layout_catalog(&self, layout: &super::layout::Layout) -> Result<(Catalog, String)> {
-        let explain = |e: RegistryError| e.explain(&layout.text, "an OCI layout");
+        // The layout's errors name its files; nothing about a registry applies.
+        let explain = |e: RegistryError| match e {
+            RegistryError::Invalid(m)
+            | RegistryError::Refused(_, m)
+            | RegistryError::Transient(m) => Error::setup(format!("{}: {m}", layout.text)),
+            other => other.explain(&layout.text, &layout.dir.display().to_string()),
+        };
         let mut resolution = self.resolve(layout, None).map_err(explain)?;
         if let Some(rule) = crate::boxes::trust::rule_for(self.rules, &layout.text) {
             resolution.signatures = Some(signatures(layout, &resolution.digest).map_err(explain)?);
@@ -227,25 +248,21 @@ impl Resolver<'_> {
             });
         }
         let index_text = String::from_utf8(bytes)
-            .map_err(|_| RegistryError::Refused(200, "the index is not UTF-8 JSON".into()))?;
+            .map_err(|_| RegistryError::Invalid("the index is not UTF-8 JSON".into()))?;
         let mut manifests = BTreeMap::new();
         let mut configs = BTreeMap::new();
-        let digests =
-            manifest_digests(&index_text, &digest).map_err(|m| RegistryError::Refused(200, m))?;
+        let digests = manifest_digests(&index_text, &digest).map_err(RegistryError::Invalid)?;
         for manifest_digest in digests {
             let text = if manifest_digest == digest {
                 index_text.clone()
             } else {
-                String::from_utf8(source.manifest(&manifest_digest)?).map_err(|_| {
-                    RegistryError::Refused(200, "a manifest is not UTF-8 JSON".into())
-                })?
+                String::from_utf8(source.manifest(&manifest_digest)?)
+                    .map_err(|_| RegistryError::Invalid("a manifest is not UTF-8 JSON".into()))?
             };
-            let manifest: OciImageManifest = serde_json::from_str(&text).map_err(|e| {
-                RegistryError::Refused(200, format!("manifest {manifest_digest}: {e}"))
-            })?;
+            let manifest: OciImageManifest = serde_json::from_str(&text)
+                .map_err(|e| RegistryError::Invalid(format!("manifest {manifest_digest}: {e}")))?;
             if manifest.config.media_type != format::CONFIG_MEDIA_TYPE {
-                return Err(RegistryError::Refused(
-                    200,
+                return Err(RegistryError::Invalid(
                     format!(
                         "manifest {manifest_digest} is not a boxbuild box (its config is '{}', a box's is '{}')",
                         manifest.config.media_type,
@@ -255,7 +272,7 @@ impl Resolver<'_> {
             }
             let config = source.blob(&manifest.config.digest)?;
             let config = String::from_utf8(config)
-                .map_err(|_| RegistryError::Refused(200, "a box config is not UTF-8".into()))?;
+                .map_err(|_| RegistryError::Invalid("a box config is not UTF-8".into()))?;
             configs.insert(manifest.config.digest.clone(), config);
             manifests.insert(manifest_digest, text);
         }
@@ -280,7 +297,7 @@ fn signatures(
         return Ok(Vec::new());
     };
     let manifest: OciImageManifest = serde_json::from_slice(&bytes)
-        .map_err(|e| RegistryError::Refused(200, format!("signature manifest: {e}")))?;
+        .map_err(|e| RegistryError::Invalid(format!("signature manifest: {e}")))?;
     let mut found = Vec::new();
     for layer in manifest
         .layers
@@ -305,7 +322,10 @@ fn signatures(
 
 /// The manifests an index lists for boxes, or the document itself when it is a single
 /// box manifest.
-fn manifest_digests(text: &str, digest: &str) -> std::result::Result<Vec<String>, String> {
+pub(super) fn manifest_digests(
+    text: &str,
+    digest: &str,
+) -> std::result::Result<Vec<String>, String> {
     #[derive(Deserialize)]
     #[serde(rename_all = "camelCase")]
     struct Kind {
@@ -337,6 +357,13 @@ fn check_signatures(text: &str, resolution: &Resolution, rule: &Rule) -> Result<
             rule.origin.display()
         )));
     }
+    let Some(identity) = rule.expected_identity(text) else {
+        return Err(Error::setup(format!(
+            "{}: {} requires a signature, but a layout has no repository of its own for the signature to name; add signed_identity = \"oci://REGISTRY/REPOSITORY\" (where the box was signed) to that rule",
+            text,
+            rule.origin.display()
+        )));
+    };
     let signatures = resolution.signatures.as_deref().unwrap_or_default();
     if signatures.is_empty() {
         return Err(Error::setup(format!(
@@ -355,6 +382,7 @@ fn check_signatures(text: &str, resolution: &Resolution, rule: &Rule) -> Result<
                 layer.payload.as_bytes(),
                 &layer.signature,
                 &resolution.digest,
+                &identity,
             ) {
                 Ok(()) => return Ok(()),
                 Err(signature::Rejection::BadSignature) => why.push(format!(
@@ -364,6 +392,10 @@ fn check_signatures(text: &str, resolution: &Resolution, rule: &Rule) -> Result<
                 Err(signature::Rejection::OtherDigest(d)) => {
                     why.push(format!("a signature for another manifest ({d})"))
                 }
+                Err(signature::Rejection::OtherIdentity(signed)) => why.push(format!(
+                    "a signature made for {signed}, not {identity}; to accept a mirror's copies, name the signed repository with signed_identity or signed_prefix in {}",
+                    rule.origin.display()
+                )),
             }
         }
     }

@@ -106,15 +106,20 @@ pub enum Rejection {
     BadSignature,
     /// The payload signs another manifest (or is not a simple-signing payload).
     OtherDigest(String),
+    /// The payload was signed for another repository (its `docker-reference`).
+    OtherIdentity(String),
 }
 
-/// Checks one signature layer: the payload names `digest` and `signature_b64` verifies over
-/// the payload with `key`. DER and fixed-size (r||s) encodings are both accepted.
+/// Checks one signature layer: `signature_b64` verifies over the payload with `key`, and
+/// the payload names `digest` and, as its `docker-reference`, the repository `identity`
+/// (`REGISTRY/REPOSITORY`; a tag or digest after it is ignored, as cosign signs
+/// repositories). DER and fixed-size (r||s) encodings are both accepted.
 pub fn verify(
     key: &VerifyingKey,
     payload: &[u8],
     signature_b64: &str,
     digest: &str,
+    identity: &str,
 ) -> Result<(), Rejection> {
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(signature_b64.trim())
@@ -130,6 +135,10 @@ pub fn verify(
         return Err(Rejection::OtherDigest(
             parsed.critical.image.docker_manifest_digest,
         ));
+    }
+    let signed = crate::boxes::trust::repository_of(&parsed.critical.identity.docker_reference);
+    if signed != identity {
+        return Err(Rejection::OtherIdentity(signed.to_string()));
     }
     Ok(())
 }
@@ -165,21 +174,32 @@ mod tests {
         let payload = payload("127.0.0.1:5000/boxes/tiny", &digest);
         let sig = sign(&key, &payload);
         let public = key.verifying_key();
-        assert_eq!(verify(public, &payload, &sig, &digest), Ok(()));
+        let repo = "127.0.0.1:5000/boxes/tiny";
+        assert_eq!(verify(public, &payload, &sig, &digest, repo), Ok(()));
+        assert_eq!(
+            verify(
+                public,
+                &payload,
+                &sig,
+                &digest,
+                "127.0.0.1:5000/copies/tiny"
+            ),
+            Err(Rejection::OtherIdentity(repo.to_string()))
+        );
         let other = format!("sha256:{}", "b".repeat(64));
         assert!(matches!(
-            verify(public, &payload, &sig, &other),
+            verify(public, &payload, &sig, &other, repo),
             Err(Rejection::OtherDigest(_))
         ));
         let mut tampered = payload.clone();
         tampered[10] ^= 1;
         assert_eq!(
-            verify(public, &tampered, &sig, &digest),
+            verify(public, &tampered, &sig, &digest, repo),
             Err(Rejection::BadSignature)
         );
         let stranger = SigningKey::from_slice(&[9u8; 32]).unwrap();
         assert_eq!(
-            verify(stranger.verifying_key(), &payload, &sig, &digest),
+            verify(stranger.verifying_key(), &payload, &sig, &digest, repo),
             Err(Rejection::BadSignature)
         );
         assert_eq!(
