@@ -9,6 +9,7 @@ mod common;
 use common::{foreign_arch, foreign_tiny_box_dir, ok, stderr, stdout, Env};
 use std::fs;
 use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -581,4 +582,269 @@ fn a_foreign_box_without_a_qemu_user_handler_is_refused_before_anything_starts()
         assert!(stderr(&out).contains("lacks the F"), "{}", stderr(&out));
     }
     assert!(!env.out.join("artifact").exists());
+}
+
+/// A description whose config.xml asks for `type`, beside the test builder's script.
+fn kiwi_description(env: &Env, type_element: &str) {
+    fs::write(
+        env.desc.join("config.xml"),
+        format!("<?xml version=\"1.0\"?>\n<image schemaversion=\"8.0\" name=\"t\"><preferences>{type_element}</preferences></image>\n"),
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_type_the_host_kernel_cannot_mount_is_refused_before_anything_starts() {
+    let env = Env::new();
+    env.script("echo built > artifact\n");
+    kiwi_description(
+        &env,
+        r#"<type image="oem" filesystem="ext4" firmware="efi"/>"#,
+    );
+    let kernel = env.tmp.path().join("filesystems");
+    fs::write(&kernel, "nodev\tsysfs\nnodev\tproc\n\text4\n\tsquashfs\n").unwrap();
+    let out = build(&env, &[])
+        .env("BOXBUILD_HOST_FILESYSTEMS", &kernel)
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(125), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with("boxbuild: error:"), "{err}");
+    assert!(
+        err.contains("vfat") && err.contains("'efi'") && err.contains("drop --container"),
+        "{err}"
+    );
+    assert!(!env.out.join("artifact").exists());
+    assert!(!env.cache_dir().join("rootfs").exists(), "nothing unpacked");
+    // --type picks another type of the description, which the kernel can build.
+    kiwi_description(
+        &env,
+        r#"<type image="oem" filesystem="xfs" firmware="bios" primary="true"/><type image="iso" filesystem="squashfs" firmware="efi"/>"#,
+    );
+    let out = build(&env, &[])
+        .env("BOXBUILD_HOST_FILESYSTEMS", &kernel)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    assert!(stderr(&out).contains("'xfs'"), "{}", stderr(&out));
+    // SAFETY: getuid cannot fail.
+    if unsafe { libc::getuid() } != 0 {
+        return; // A rootless container refuses disk and ISO types for their loop devices.
+    }
+    // An ISO needs neither iso9660 (xorriso writes it) nor vfat (mkdosfs and mcopy).
+    let out = build(&env, &["--type", "iso"])
+        .env("BOXBUILD_HOST_FILESYSTEMS", &kernel)
+        .output()
+        .unwrap();
+    ok(&out);
+    // With vfat at hand, the EFI disk starts.
+    kiwi_description(
+        &env,
+        r#"<type image="oem" filesystem="ext4" firmware="efi"/>"#,
+    );
+    fs::write(&kernel, "\text4\n\tvfat\n").unwrap();
+    fs::remove_file(env.out.join("artifact")).unwrap();
+    let out = build(&env, &[])
+        .env("BOXBUILD_HOST_FILESYSTEMS", &kernel)
+        .output()
+        .unwrap();
+    ok(&out);
+    assert!(env.out.join("artifact").exists());
+}
+
+#[test]
+fn paths_with_any_byte_reach_the_container() {
+    use std::ffi::OsString;
+    use std::os::unix::ffi::OsStringExt;
+    let env = Env::new();
+    let odd: [&[u8]; 6] = [b":", b" ", b",", b"\"", b"\xff", b"'\\="];
+    for (i, bytes) in odd.iter().enumerate() {
+        let name = |stem: &str| {
+            let mut n = stem.as_bytes().to_vec();
+            n.extend_from_slice(bytes);
+            n.extend_from_slice(format!("{i}").as_bytes());
+            env.tmp.path().join(OsString::from_vec(n))
+        };
+        let (desc, out, cache) = (name("desc"), name("out"), name("cache"));
+        fs::create_dir_all(&desc).unwrap();
+        fs::write(
+            desc.join("script.sh"),
+            "cat /description/input > artifact\n",
+        )
+        .unwrap();
+        fs::write(desc.join("input"), format!("case {i}\n")).unwrap();
+        let mut c = env.boxbuild();
+        c.env("BOXBUILD_CACHE_DIR", &cache)
+            .args(["--container", "--box", "tiny", "--", "--description"])
+            .arg(&desc)
+            .arg("--target-dir")
+            .arg(&out);
+        let result = c.output().unwrap();
+        assert_eq!(
+            result.status.code(),
+            Some(0),
+            "{:?}: {}",
+            String::from_utf8_lossy(bytes),
+            stderr(&result)
+        );
+        assert_eq!(
+            fs::read_to_string(out.join("artifact")).unwrap(),
+            format!("case {i}\n")
+        );
+        assert_eq!(fs::read_dir(cache.join("rootfs")).unwrap().count(), 2);
+    }
+    assert!(env.leftover_run_dirs().is_empty());
+}
+
+#[test]
+fn ctrl_c_while_the_root_is_unpacked_is_130_and_keeps_nothing() {
+    use std::os::unix::process::CommandExt;
+    let env = Env::new();
+    env.script("echo built > artifact\n");
+    // A qemu-img that takes its time, so that Ctrl-C lands during the unpack.
+    let bin = env.tmp.path().join("bin");
+    fs::create_dir(&bin).unwrap();
+    let qemu_img = Command::new("sh")
+        .args(["-c", "command -v qemu-img"])
+        .output()
+        .unwrap();
+    let qemu_img = String::from_utf8_lossy(&qemu_img.stdout).trim().to_string();
+    fs::write(
+        bin.join("qemu-img"),
+        format!("#!/bin/sh\nsleep 20\nexec {qemu_img} \"$@\"\n"),
+    )
+    .unwrap();
+    fs::set_permissions(
+        bin.join("qemu-img"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let cache = env.tmp.path().join("cache");
+    let mut c = build(&env, &[]);
+    c.env("BOXBUILD_CACHE_DIR", &cache)
+        .env("PATH", path)
+        .stderr(Stdio::piped())
+        // Its own process group, as a shell gives a job: Ctrl-C signals the whole group.
+        .process_group(0);
+    let child = c.spawn().unwrap();
+    let pid = child.id() as i32;
+    let staging = cache.join("tmp/staging");
+    let start = Instant::now();
+    while !fs::read_dir(&staging).is_ok_and(|mut d| d.next().is_some()) {
+        assert!(start.elapsed() < Duration::from_secs(60), "no unpack began");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let interrupted = Instant::now();
+    // SAFETY: signalling our own child's process group.
+    unsafe { libc::kill(-pid, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(interrupted.elapsed() < Duration::from_secs(10), "{err}");
+    assert!(!err.contains("failed"), "{err}");
+    let kept: Vec<_> = ["rootfs", "tmp/staging"]
+        .iter()
+        .flat_map(|d| fs::read_dir(cache.join(d)).into_iter().flatten().flatten())
+        .map(|e| e.path())
+        .collect();
+    assert!(kept.is_empty(), "{kept:?}");
+    assert!(!env.out.join("artifact").exists());
+}
+
+#[test]
+fn rootless_targets_stay_the_callers_and_unseen_targets_are_refused() {
+    // SAFETY: getuid cannot fail.
+    if unsafe { libc::getuid() } != 0 {
+        return; // Needs root to make a test user and mount a file system.
+    }
+    let (user, uid) = common::test_user();
+    let env = Env::new();
+    // The builder chowns, as kiwi does in its image root.
+    env.script(
+        "mkdir -p tree/sub && echo x > tree/sub/f && chown -R 1234:1234 tree && chmod 700 tree/sub && echo built > artifact\n",
+    );
+    let (catalog, exe) = common::hand_over(&env, uid);
+    let root = env.tmp.path();
+    let as_user = |target: &Path| {
+        common::as_user(&env, user)
+            .arg("XDG_RUNTIME_DIR=")
+            .arg("BOXBUILD_CACHE_DIR=")
+            .arg(format!("BOXBUILD_CONFIG={}", catalog.display()))
+            .arg(&exe)
+            .args(["--container", "--box", "tiny", "--", "--description"])
+            .arg(&env.desc)
+            .arg("--target-dir")
+            .arg(target)
+            .output()
+            .unwrap()
+    };
+    let as_user_run = |args: &[&str]| {
+        common::as_user(&env, user)
+            .arg("XDG_RUNTIME_DIR=")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out_dir = root.join("tmp/out");
+    let out = as_user(&out_dir);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    for file in ["tree", "tree/sub", "tree/sub/f", "artifact"] {
+        assert_eq!(
+            fs::metadata(out_dir.join(file)).unwrap().uid(),
+            uid,
+            "{file}"
+        );
+    }
+    let removed = as_user_run(&["rm", "-rf", out_dir.to_str().unwrap()]);
+    assert!(removed.status.success(), "{}", stderr(&removed));
+    assert!(!out_dir.exists());
+
+    // A file system mounted after podman's user session began (the build above).
+    let mnt = root.join("tmp/mnt");
+    fs::create_dir(&mnt).unwrap();
+    std::os::unix::fs::chown(&mnt, Some(uid), None).unwrap();
+    let mounted = Command::new("mount")
+        .args([
+            "-t",
+            "tmpfs",
+            "-o",
+            &format!("uid={uid},mode=0755"),
+            "tmpfs",
+        ])
+        .arg(&mnt)
+        .status()
+        .unwrap();
+    assert!(mounted.success());
+    let shared_root = fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some("/") && l.contains(" shared:"));
+    let out = as_user(&mnt);
+    let err = stderr(&out);
+    if !shared_root {
+        assert_eq!(out.status.code(), Some(125), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains("podman system migrate"), "{err}");
+        assert!(!mnt.join("artifact").exists());
+        // The fix the line names works.
+        let migrated = as_user_run(&["podman", "system", "migrate"]);
+        assert!(migrated.status.success(), "{}", stderr(&migrated));
+        let out = as_user(&mnt);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    } else {
+        assert_eq!(out.status.code(), Some(0), "{err}");
+    }
+    assert_eq!(fs::read_to_string(mnt.join("artifact")).unwrap(), "built\n");
+    let _ = as_user_run(&["podman", "system", "migrate"]);
+    let unmounted = Command::new("umount").arg(&mnt).status().unwrap();
+    assert!(unmounted.success());
+    // Nothing went under the mount point.
+    assert_eq!(fs::read_dir(&mnt).unwrap().count(), 0);
 }

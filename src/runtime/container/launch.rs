@@ -5,7 +5,7 @@
 //! `/container.cmdline` holds `kiwi="..."` and the `_V_` variables, the description is at
 //! `/description`, the target at `/bundle`, and the image leaves `result.code` there.
 
-use super::{engine, image, kiwi_type, rootfs, ContainerBox, Network, Root, Spec, Volume};
+use super::{engine, image, kernel, kiwi_type, rootfs, ContainerBox, Network, Root, Spec, Volume};
 use crate::boxes::catalog::Protocol;
 use crate::boxes::store::Bucket;
 use crate::job::plugin;
@@ -18,7 +18,7 @@ use crate::runtime::session::{self, Session};
 use crate::runtime::{ContainerSettings, Launched, Plan};
 use crate::sys::error::{Error, Result};
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -77,6 +77,9 @@ pub fn launch(plan: Plan, container: &ContainerSettings) -> Result<Launched> {
             )))
         }
     };
+    if let Some(request) = kiwi_type::requested(&args.rest, &args.description) {
+        host_kernel_can_build(&request)?;
+    }
     let engine = engine::find()?;
     let (memory_mib, cpus) = match (container.memory_mib, container.cpus) {
         (None, None) => (None, None),
@@ -198,12 +201,49 @@ pub fn launch(plan: Plan, container: &ContainerSettings) -> Result<Launched> {
             (Vec::new(), env)
         }
     };
+    // Every host path as podman can take it; a path it cannot is reached through an alias.
+    let volumes = volumes
+        .into_iter()
+        .enumerate()
+        .map(|(i, volume)| {
+            if !super::mountable(&volume.guest) {
+                return Err(Error::setup(format!(
+                    "--container cannot mount {} in the box: podman passes mount paths as UTF-8 text; drop --container to share it with a VM",
+                    volume.guest.display()
+                )));
+            }
+            let host = podman_path(&volume.host, super::mountable, &run_dir, &format!("mount-{i}"))?;
+            Ok(Volume { host, ..volume })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let root_dir = match &root {
+        RootHeld::Dir(root) => Some(podman_path(
+            &root.dir,
+            super::overlayable,
+            &run_dir,
+            "root",
+        )?),
+        RootHeld::Image(_) => None,
+    };
+    if engine.rootless {
+        let mut paths: Vec<&Path> = volumes.iter().map(|v| v.host.as_path()).collect();
+        paths.extend(root_dir.as_deref());
+        podman_sees(&engine, &paths)?;
+        // What the builder chowns in a writable share belongs to the caller afterwards.
+        for share in shares.iter().filter(|s| !s.readonly) {
+            held.push(Box::new(OwnedByCaller {
+                podman: engine.podman.clone(),
+                dir: share.host.clone(),
+            }));
+        }
+    }
     let spec = Spec {
         engine: &engine,
         name,
-        root: match &root {
-            RootHeld::Dir(root) => Root::Dir(&root.dir),
-            RootHeld::Image(reference) => Root::Image(reference),
+        root: match (&root, &root_dir) {
+            (_, Some(dir)) => Root::Dir(dir),
+            (RootHeld::Image(reference), None) => Root::Image(reference),
+            (RootHeld::Dir(root), None) => Root::Dir(&root.dir),
         },
         command,
         volumes,
@@ -302,6 +342,49 @@ pub fn launch(plan: Plan, container: &ContainerSettings) -> Result<Launched> {
     })
 }
 
+/// Refuses a type whose file systems the host's kernel lacks: in a container the builder
+/// mounts them with the host's kernel. Errors: one line naming the missing file system.
+fn host_kernel_can_build(request: &kiwi_type::Request) -> Result<()> {
+    let Some(host) = kernel::Filesystems::of_host() else {
+        return Ok(());
+    };
+    match kiwi_type::needs(request, std::env::consts::ARCH)
+        .into_iter()
+        .find(|need| !host.has(need.filesystem))
+    {
+        Some(need) => Err(Error::setup(format!(
+            "--container cannot build {}: it mounts a {} file system, which this host's kernel does not have (not in /proc/filesystems, no module), and a container's builder uses the host's kernel; drop --container to build it in a VM, whose kernel is the box's",
+            need.why, need.filesystem
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// `path` as podman can take it (`fits`): the path itself, or a symlink named `name` in
+/// the run dir that points at it (the kernel follows it when it mounts). Errors: the run
+/// dir's own path does not fit either.
+fn podman_path(
+    path: &Path,
+    fits: fn(&Path) -> bool,
+    run_dir: &RunDir,
+    name: &str,
+) -> Result<PathBuf> {
+    if fits(path) {
+        return Ok(path.to_path_buf());
+    }
+    let alias = run_dir.path(name);
+    if !fits(&alias) {
+        return Err(Error::setup(format!(
+            "--container cannot hand {} to podman, nor an alias of it in the run dir {}: set TMPDIR to a plain path such as /tmp",
+            path.display(),
+            run_dir.root().display()
+        )));
+    }
+    std::os::unix::fs::symlink(path, &alias)
+        .map_err(|e| Error::setup(format!("cannot create {}: {e}", alias.display())))?;
+    Ok(alias)
+}
+
 /// The box's GNU tar, wrapped for a rootless container (`rootless-tar.sh`): the wrapper
 /// over `/usr/bin/tar`, the real one beside it. None for a box without GNU tar there.
 fn rootless_tar(root: &Path, run_dir: &RunDir) -> Result<Vec<Volume>> {
@@ -358,6 +441,70 @@ impl Drop for ScratchInNamespace {
             .stderr(std::process::Stdio::null())
             .status();
     }
+}
+
+/// The files a rootless build left in a writable share (`dir`) owned by other users of
+/// its container (the builder's `chown`s: subordinate ids on the host, which the caller
+/// cannot remove), given to the caller: from inside the user namespace, where the caller
+/// is uid 0. Symbolic links are changed themselves, never followed; set-id bits go, as
+/// with every change of owner.
+struct OwnedByCaller {
+    podman: PathBuf,
+    dir: PathBuf,
+}
+
+impl Drop for OwnedByCaller {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(&self.podman)
+            .arg("unshare")
+            .arg("find")
+            .arg(&self.dir)
+            .args([
+                "-xdev", "(", "!", "-user", "0", "-o", "!", "-group", "0", ")",
+            ])
+            .args(["-exec", "chown", "-h", "0:0", "--", "{}", "+"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+/// Checks that a rootless podman sees each of `paths` as this process does. podman keeps
+/// a user session (a pause process holding its mount namespace) from its first run on;
+/// where `/` is not a shared mount, a file system mounted since is missing there, and a
+/// bind mount would take the directory under the mount point instead: a build writing
+/// where nobody looks. Errors: one line naming the path and the fix. A podman that
+/// cannot tell is trusted.
+fn podman_sees(engine: &engine::Engine, paths: &[&Path]) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    const EACH: &str = r#"for p; do stat -L -c '%d %i' -- "$p" 2>/dev/null || echo missing; done"#;
+    let Ok(out) = std::process::Command::new(&engine.podman)
+        .args(["unshare", "sh", "-c", EACH, "sh"])
+        .args(paths)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+    else {
+        return Ok(());
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    let seen: Vec<&str> = text.lines().collect();
+    if !out.status.success() || seen.len() != paths.len() {
+        return Ok(());
+    }
+    for (path, there) in paths.iter().zip(seen) {
+        let Ok(here) = std::fs::metadata(path) else {
+            continue;
+        };
+        if there != format!("{} {}", here.dev(), here.ino()) {
+            return Err(Error::setup(format!(
+                "--container: podman does not see {} as it is here: it was mounted after podman's user session started, and / is not a shared mount on this host, so the builder would write under the mount point; run 'podman system migrate' (it ends the session and stops your running containers) and build again, or drop --container",
+                path.display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The root the container runs, owned for the launch.

@@ -6,6 +6,7 @@
 
 pub mod engine;
 pub mod image;
+pub mod kernel;
 pub mod kiwi_type;
 mod launch;
 pub mod rootfs;
@@ -17,6 +18,7 @@ use crate::runtime::session::RunningBox;
 use crate::sys::error::Error;
 use engine::Engine;
 use std::ffi::OsString;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
@@ -53,6 +55,52 @@ impl Volume {
             readonly,
         }
     }
+}
+
+impl Volume {
+    /// podman's `--mount` value: comma-separated `key=value` fields read as one CSV record,
+    /// so each path field is quoted (a `"` doubled) and may hold commas, colons, spaces and
+    /// quotes. Paths podman cannot pass on at all (see `mountable`) are aliased first.
+    fn mount_option(&self) -> OsString {
+        let mut text = OsString::from("type=bind,");
+        text.push(csv_field("src=", &self.host));
+        text.push(",");
+        text.push(csv_field("dst=", &self.guest));
+        if self.readonly {
+            text.push(",ro");
+        }
+        text
+    }
+}
+
+/// `"KEY=PATH"` quoted for CSV: the quotes around the whole field, a `"` in it doubled.
+fn csv_field(key: &str, path: &Path) -> OsString {
+    let mut bytes = vec![b'"'];
+    bytes.extend_from_slice(key.as_bytes());
+    for &b in path.as_os_str().as_bytes() {
+        if b == b'"' {
+            bytes.push(b'"');
+        }
+        bytes.push(b);
+    }
+    bytes.push(b'"');
+    OsString::from_vec(bytes)
+}
+
+/// Whether podman can mount `path` as it is: it hands paths to the OCI runtime in JSON,
+/// whose strings are UTF-8 (other bytes arrive as U+FFFD), and CSV reading turns a `\r\n`
+/// into `\n`.
+pub fn mountable(path: &Path) -> bool {
+    path.to_str().is_some_and(|s| !s.contains('\r'))
+}
+
+/// Whether `path` can be the lower dir of podman's overlay (`--rootfs DIR:O`): it goes
+/// into the overlay's mount options unquoted, where a comma ends it.
+pub fn overlayable(path: &Path) -> bool {
+    path.as_os_str()
+        .as_bytes()
+        .iter()
+        .all(|b| b.is_ascii_alphanumeric() || b"/._-+@~".contains(b))
 }
 
 /// What the container is made of.
@@ -123,13 +171,7 @@ impl Spec<'_> {
             args.extend(["--env".into(), pair.into()]);
         }
         for volume in &self.volumes {
-            let mut text = OsString::from(&volume.host);
-            text.push(":");
-            text.push(&volume.guest);
-            if volume.readonly {
-                text.push(":ro");
-            }
-            args.extend(["--volume".into(), text]);
+            args.extend(["--mount".into(), volume.mount_option()]);
         }
         match self.root {
             Root::Dir(dir) => {
@@ -317,4 +359,28 @@ pub fn agent_path(cmdline: &str) -> &str {
         .split_whitespace()
         .find_map(|w| w.strip_prefix("init="))
         .unwrap_or("/usr/sbin/boxbuild-agent")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mount_paths_are_quoted_as_csv() {
+        let volume = Volume::new("/a,b/c:d/e f/g\"h", "/target", true);
+        assert_eq!(
+            volume.mount_option(),
+            OsString::from("type=bind,\"src=/a,b/c:d/e f/g\"\"h\",\"dst=/target\",ro")
+        );
+        let odd = OsString::from_vec(b"/x\xffy".to_vec());
+        assert!(!mountable(Path::new(&odd)));
+        assert!(!mountable(Path::new("/a\r\nb")));
+        assert!(mountable(Path::new("/a,b:c d\"e\nf")));
+        assert!(overlayable(Path::new(
+            "/home/u/.cache/boxbuild/rootfs/0a1b"
+        )));
+        for bad in ["/a,b", "/a:b", "/a b", "/a\\b", "/a\"b"] {
+            assert!(!overlayable(Path::new(bad)), "{bad}");
+        }
+    }
 }

@@ -15,8 +15,10 @@ use crate::sys::ui::Ui;
 use sha2::{Digest, Sha256};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 /// A root directory in use: held shared until the container has ended.
 pub struct Root {
@@ -150,7 +152,7 @@ fn make(cache: &Path, disk: &Path, key: &str, ui: Ui, signals: &SignalWatch) -> 
     let _ = std::fs::remove_dir_all(&staging);
     std::fs::create_dir_all(&staging)
         .map_err(|e| Error::setup(format!("cannot create {}: {e}", staging.display())))?;
-    let result = unpack(disk, &staging).and_then(|root| {
+    let result = unpack(disk, &staging, signals).and_then(|root| {
         if let Some(parent) = dir.parent() {
             std::fs::create_dir_all(parent)
                 .map_err(|e| Error::setup(format!("cannot create {}: {e}", parent.display())))?;
@@ -164,46 +166,84 @@ fn make(cache: &Path, disk: &Path, key: &str, ui: Ui, signals: &SignalWatch) -> 
 
 /// The program `name`, searched on PATH and in the sbin directories.
 fn tool(name: &str) -> Command {
-    Command::new(crate::sys::process::on_path(name).unwrap_or_else(|| PathBuf::from(name)))
+    let path = crate::sys::process::on_path(name).unwrap_or_else(|| PathBuf::from(name));
+    crate::sys::process::command(&path.display().to_string())
 }
 
-fn run(what: &str, command: &mut Command) -> Result<String> {
-    let out = command.output().map_err(|e| {
-        Error::setup(format!(
-            "--container: cannot run {what}: {e} (it comes with {})",
-            if what == "qemu-img" {
-                "qemu-utils"
-            } else {
-                "e2fsprogs"
-            }
-        ))
-    })?;
-    let text = String::from_utf8_lossy(&out.stderr).into_owned();
-    if !out.status.success() {
+/// Runs `command` (the tool `what`) in `dir`, in a process group of its own so that the
+/// terminal's Ctrl-C reaches boxbuild alone, which then stops the tool: interrupted is
+/// `Error::Interrupted`, never the tool's failure. Its stderr goes to a file in `dir`;
+/// returns what it said.
+fn run(what: &str, command: &mut Command, dir: &Path, signals: &SignalWatch) -> Result<String> {
+    let said = dir.join(format!("{what}.log"));
+    let log = std::fs::File::create(&said)
+        .map_err(|e| Error::setup(format!("cannot create {}: {e}", said.display())))?;
+    let mut child = command
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .map_err(|e| {
+            Error::setup(format!(
+                "--container: cannot run {what}: {e} (it comes with {})",
+                if what == "qemu-img" {
+                    "qemu-utils"
+                } else {
+                    "e2fsprogs"
+                }
+            ))
+        })?;
+    let status = loop {
+        if let Some(sig) = signals.pending() {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(Error::Interrupted(sig));
+        }
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+            Err(e) => return Err(Error::setup(format!("--container: {what}: {e}"))),
+        }
+    };
+    let text = String::from_utf8_lossy(&std::fs::read(&said).unwrap_or_default()).into_owned();
+    let _ = std::fs::remove_file(&said);
+    if !status.success() {
         return Err(Error::setup(format!(
-            "--container: {what} failed: {}",
+            "--container: {what} failed ({status}): {}",
             text.lines().last().unwrap_or("no message")
         )));
     }
     Ok(text)
 }
 
-/// Converts and copies out; returns the unpacked root under `staging`.
-fn unpack(disk: &Path, staging: &Path) -> Result<PathBuf> {
-    let raw = staging.join("disk.raw");
+/// Converts and copies out; returns the unpacked root under `staging`. The tools run in
+/// `staging` and name their files there by relative names, so no byte of the cache's
+/// path reaches their parsers (qemu's `PROTOCOL:` prefixes, debugfs's word splitting and
+/// its `?options`); the disk's path is absolute, which qemu never reads as a protocol.
+fn unpack(disk: &Path, staging: &Path, signals: &SignalWatch) -> Result<PathBuf> {
+    let disk =
+        std::path::absolute(disk).map_err(|e| Error::setup(format!("{}: {e}", disk.display())))?;
     run(
         "qemu-img",
         tool("qemu-img")
             .args(["convert", "-O", "raw"])
-            .arg(disk)
-            .arg(&raw),
+            .arg(&disk)
+            .arg(RAW),
+        staging,
+        signals,
     )?;
     let root = staging.join("root");
     std::fs::create_dir_all(&root)
         .map_err(|e| Error::setup(format!("cannot create {}: {e}", root.display())))?;
-    let request = format!("rdump / {}", root.display());
-    let said = run("debugfs", tool("debugfs").arg("-R").arg(&request).arg(&raw))?;
-    let _ = std::fs::remove_file(&raw);
+    let said = run(
+        "debugfs",
+        tool("debugfs").arg("-R").arg("rdump / root").arg(RAW),
+        staging,
+        signals,
+    )?;
+    let _ = std::fs::remove_file(staging.join(RAW));
     if !(root.join("bin").exists() || root.join("usr").exists()) {
         return Err(Error::setup(format!(
             "--container: {} holds no root file system debugfs can read (a whole-disk ext2/3/4, as boxbuild's recipes make): {}",
@@ -213,3 +253,6 @@ fn unpack(disk: &Path, staging: &Path) -> Result<PathBuf> {
     }
     Ok(root)
 }
+
+/// The raw copy of the disk, in the staging dir.
+const RAW: &str = "disk.raw";
