@@ -325,7 +325,13 @@ fn an_engine_that_cannot_start_the_box_is_a_setup_error_in_its_own_words() {
         "{err}"
     );
     assert_eq!(err.matches("boxbuild: error:").count(), 1, "{err}");
-    assert!(err.lines().last().unwrap_or("").starts_with("boxbuild: error:"), "{err}");
+    assert!(
+        err.lines()
+            .last()
+            .unwrap_or("")
+            .starts_with("boxbuild: error:"),
+        "{err}"
+    );
 }
 
 #[test]
