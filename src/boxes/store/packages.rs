@@ -37,16 +37,31 @@ pub struct Trimmed {
     pub bytes: u64,
 }
 
-/// The cap per cache in bytes: `$BOXBUILD_PACKAGE_CACHE_MAX` (e.g. `20G`, `0` keeps
-/// nothing), else 10 GiB. Errors: a size that does not parse.
+/// The cap per cache in bytes: `$BOXBUILD_PACKAGE_CACHE_MAX` (e.g. `500M`, `20G`; a
+/// bare number is GiB; `0` keeps nothing), else 10 GiB. Errors: a size that does not
+/// parse.
 pub fn cap(var: Option<String>) -> std::result::Result<u64, String> {
-    match var.filter(|v| !v.trim().is_empty()) {
-        None => Ok(DEFAULT_CAP_MIB << 20),
-        Some(text) if text.trim() == "0" => Ok(0),
-        Some(text) => crate::sys::size::parse_mib(&text)
-            .map(|mib| mib << 20)
-            .map_err(|e| format!("BOXBUILD_PACKAGE_CACHE_MAX: {e}")),
-    }
+    let Some(text) = var.filter(|v| !v.trim().is_empty()) else {
+        return Ok(DEFAULT_CAP_MIB << 20);
+    };
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "g" | "gb" | "gib" => 30,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "t" | "tb" | "tib" => 40,
+        _ => 64,
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .filter(|_| shift < 64)
+        .and_then(|n| n.checked_mul(1 << shift))
+        .ok_or_else(|| {
+            format!("BOXBUILD_PACKAGE_CACHE_MAX: invalid size '{text}': use a number with a unit, e.g. 500M or 10G")
+        })
 }
 
 impl Store {
@@ -199,6 +214,7 @@ mod tests {
         assert_eq!(cap(None), Ok(10 << 30));
         assert_eq!(cap(Some("2G".into())), Ok(2 << 30));
         assert_eq!(cap(Some("0".into())), Ok(0));
+        assert_eq!(cap(Some("20M".into())), Ok(20 << 20));
         assert!(cap(Some("lots".into()))
             .unwrap_err()
             .contains("BOXBUILD_PACKAGE_CACHE_MAX"));
