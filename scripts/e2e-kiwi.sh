@@ -3,12 +3,16 @@
 # Debian box, each artifact checked for real. Under TCG this takes a while (see
 # docs/benchmarks.md); it is not part of scripts/test.sh.
 #
-#   scripts/e2e-kiwi.sh [tarball] [disk] [container] [cross]   (default: the first three)
+#   scripts/e2e-kiwi.sh [tarball] [disk] [container] [cross] [packages]   (default: the first three)
 #
 # `cross` builds examples/debian-tarball for aarch64 in the aarch64 VM (TCG) and with
 # --container through the host's qemu-user (scripts/bench-cross.sh; the aarch64 Debian box
 # from $BOXBUILD_CROSS_BOX_DIR or built by its recipe) and checks that both tarballs hold
 # aarch64 binaries and the same package list.
+#
+# `packages` builds the tarball example twice in a VM (9p, or the backend in
+# $BOXBUILD_E2E_ARGS) with a fresh package cache: the second build must download no
+# package the first one fetched (docs/cache.md, "Packages kept across builds").
 #
 # $BOXBUILD_E2E_ARGS adds boxbuild options (e.g. --virtiofs-sharing). The box is the one
 # registered as 'debian' (scripts/install.sh). Prints one PASS/FAIL line per example and
@@ -85,12 +89,38 @@ check_cross() {
   [ "$(grep -o 'ARM aarch64' <<<"$report" | wc -l)" = 2 ] || fail "a tarball holds no aarch64 binaries"
 }
 
+# The package cache over a VM share: the second build reuses every package.
+check_packages() {
+  local first second
+  first=$(grep 'boxbuild-kiwi: package cache:' "$work/packages-1.log") || fail "no package cache line in the first build"
+  second=$(grep 'boxbuild-kiwi: package cache:' "$work/packages.log") || fail "no package cache line in the second build"
+  grep -q ' 0 downloaded' <<<"$second" || fail "the second build downloaded packages: $second"
+  echo "  first: ${first#*: package cache: }; second: ${second#*: package cache: }"
+}
+
 failed=0
 for example in "${examples[@]}"; do
   if [ "$example" = cross ]; then
     start=$(date +%s)
     echo ">> cross: examples/debian-tarball for aarch64, in the VM and with --container through qemu-user"
     if (check_cross); then echo "PASS cross $(( $(date +%s) - start ))s"; else echo "FAIL cross"; failed=1; fi
+    continue
+  fi
+  if [ "$example" = packages ]; then
+    out=$work/packages
+    start=$(date +%s)
+    echo ">> packages: the tarball example twice in a VM, one package cache"
+    if BOXBUILD_CACHE_DIR=$work/cache "$boxbuild" --box debian "${extra[@]}" kiwi \
+        --description "$here/examples/debian-tarball" --target-dir "$out-1" >"$work/packages-1.log" 2>&1 &&
+       BOXBUILD_CACHE_DIR=$work/cache "$boxbuild" --box debian "${extra[@]}" kiwi \
+        --description "$here/examples/debian-tarball" --target-dir "$out" >"$work/packages.log" 2>&1 &&
+       (check_packages && check_tarball "$out"); then
+      echo "PASS packages $(( $(date +%s) - start ))s"
+    else
+      echo "FAIL packages $(( $(date +%s) - start ))s; the last lines of its output:"
+      tail -n 30 "$work/packages.log" "$work/packages-1.log" 2>/dev/null | sed 's/^/  | /'
+      failed=1
+    fi
     continue
   fi
   [ -d "$here/examples/debian-$example" ] || { echo "no example debian-$example" >&2; exit 2; }

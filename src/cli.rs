@@ -25,7 +25,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Manage boxes: list, fetch, update, outdated, prune, remove, verify, push, sign.
+    /// Manage boxes: list, fetch, update, outdated, prune, remove, verify, push, sign, cache.
     #[command(name = "box")]
     Box(BoxArgs),
 }
@@ -81,6 +81,15 @@ pub enum BoxCommand {
         /// Only this architecture.
         #[arg(long, value_name = "ARCH")]
         arch: Option<String>,
+    },
+    /// Show the package caches kept across builds (per box and architecture) and their
+    /// sizes; `--clear` empties them.
+    Cache {
+        /// Empty the package caches (of the boxes named, or all).
+        #[arg(long)]
+        clear: bool,
+        #[arg(value_name = "NAME")]
+        names: Vec<String>,
     },
     /// Re-hash cached boxes (all, or those named); damaged ones are removed.
     Verify {
@@ -141,9 +150,10 @@ pub struct BuildOptions {
     #[arg(long, value_name = "MODEL")]
     pub cpu: Option<String>,
 
-    /// Show the box's console on stderr while it runs.
-    #[arg(long)]
-    pub box_console: bool,
+    /// Show the box's console on stderr while it runs. kiwi 11's `--box-console=TTY` is
+    /// accepted; the console's name stays the box's own.
+    #[arg(long, value_name = "TTY", num_args = 0..=1, require_equals = true, default_missing_value = "")]
+    pub box_console: Option<String>,
 
     /// Stop the box and fail when the whole run takes longer, e.g. 90s, 30m, 2h.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
@@ -218,6 +228,52 @@ pub struct BuildOptions {
     #[arg(long, help_heading = "kiwi options")]
     pub debug: bool,
 
+    /// kiwi's --setenv NAME=VALUE: exported into kiwi's environment (repeatable).
+    #[arg(long, value_name = "NAME=VALUE", help_heading = "kiwi options")]
+    pub setenv: Vec<String>,
+
+    /// kiwi's --config: a kiwi runtime configuration file on the host (shared read-only).
+    #[arg(long, value_name = "FILE", help_heading = "kiwi options")]
+    pub config: Option<PathBuf>,
+
+    /// kiwi's --shared-cache-dir: a host directory kept as the package cache of this build
+    /// instead of boxbuild's own (kiwi in the box works on the scratch disk).
+    #[arg(long, value_name = "DIR", help_heading = "kiwi options")]
+    pub shared_cache_dir: Option<PathBuf>,
+
+    /// kiwi's --temp-dir: kiwi's temporary files always go to the box's scratch disk.
+    #[arg(long, value_name = "DIR", help_heading = "kiwi options")]
+    pub temp_dir: Option<PathBuf>,
+
+    /// kiwi's --target-arch.
+    #[arg(long, value_name = "NAME", help_heading = "kiwi options")]
+    pub target_arch: Option<String>,
+
+    /// kiwi's --loglevel.
+    #[arg(long, value_name = "NUMBER", help_heading = "kiwi options")]
+    pub loglevel: Option<String>,
+
+    /// kiwi's --logfile: only `stdout` (kiwi's whole log is in OUT/result.log).
+    #[arg(long, value_name = "FILE", help_heading = "kiwi options")]
+    pub logfile: Option<PathBuf>,
+
+    /// kiwi's --logsocket: refused (a socket on the host cannot be reached from the box).
+    #[arg(long, value_name = "SOCKET", help_heading = "kiwi options")]
+    pub logsocket: Option<PathBuf>,
+
+    /// kiwi's --color-output.
+    #[arg(long, help_heading = "kiwi options")]
+    pub color_output: bool,
+
+    /// kiwi's --debug-run-scripts-in-screen.
+    #[arg(long, help_heading = "kiwi options")]
+    pub debug_run_scripts_in_screen: bool,
+
+    /// Do not keep downloaded packages across builds (boxbuild's package cache per box,
+    /// docs/cache.md).
+    #[arg(long)]
+    pub no_package_cache: bool,
+
     /// Size of the box's scratch disk for the builder's work files, e.g. 20G (sparse;
     /// default: the box's own setting).
     #[arg(long, value_name = "SIZE")]
@@ -257,29 +313,75 @@ pub struct BuildOptions {
 
 impl BuildOptions {
     /// kiwi's global options given to boxbuild, as builder arguments placed before the
-    /// user's own (the kiwi box's builder moves them before `system build`).
-    pub fn kiwi_global_args(&self) -> Vec<std::ffi::OsString> {
-        let mut args: Vec<std::ffi::OsString> = Vec::new();
+    /// user's own (the kiwi box's builder moves them before `system build`), in kiwi's
+    /// order, each as often and with the values given.
+    pub fn kiwi_global_args(&self) -> Vec<OsString> {
+        let mut args: Vec<OsString> = Vec::new();
+        let mut with = |name: &str, value: &std::ffi::OsStr| {
+            args.extend([OsString::from(name), value.to_os_string()]);
+        };
         if let Some(t) = &self.image_type {
-            args.extend(["--type".into(), t.into()]);
+            with("--type", t.as_ref());
         }
         for p in &self.profile {
-            args.extend(["--profile".into(), p.into()]);
+            with("--profile", p.as_ref());
         }
         if let Some(f) = &self.kiwi_file {
-            args.extend(["--kiwi-file".into(), f.into()]);
+            with("--kiwi-file", f.as_ref());
+        }
+        for s in &self.setenv {
+            with("--setenv", s.as_ref());
+        }
+        if let Some(c) = &self.config {
+            with("--config", c.as_os_str());
+        }
+        if let Some(d) = &self.shared_cache_dir {
+            with("--shared-cache-dir", d.as_os_str());
+        }
+        if let Some(d) = &self.temp_dir {
+            with("--temp-dir", d.as_os_str());
+        }
+        if let Some(a) = &self.target_arch {
+            with("--target-arch", a.as_ref());
+        }
+        if let Some(l) = &self.loglevel {
+            with("--loglevel", l.as_ref());
+        }
+        if let Some(f) = &self.logfile {
+            with("--logfile", f.as_os_str());
+        }
+        if let Some(s) = &self.logsocket {
+            with("--logsocket", s.as_os_str());
         }
         if self.debug {
             args.push("--debug".into());
         }
+        if self.color_output {
+            args.push("--color-output".into());
+        }
+        if self.debug_run_scripts_in_screen {
+            args.push("--debug-run-scripts-in-screen".into());
+        }
         args
+    }
+
+    /// `--box-console`, with or without kiwi 11's TTY name.
+    pub fn box_console(&self) -> bool {
+        self.box_console.is_some()
     }
 }
 
-/// Drops the words `system boxbuild` before `--`, so a command line written for KIWI's
-/// plugin (`kiwi-ng [kiwi options] system boxbuild [box options] -- ...`) runs with
-/// `kiwi-ng` replaced by `boxbuild`.
-pub fn without_plugin_words(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
+/// Turns the command lines of KIWI's plugin and of kiwi 11 into boxbuild's own, so that
+/// `kiwi-ng` can be replaced with `boxbuild`:
+///
+/// - `system boxbuild` before the builder's arguments is dropped;
+/// - kiwi 11's separator, the subcommand `kiwi` (the first word that is no option and no
+///   option's value), becomes `--` (`--` itself stays, as kiwi 11 keeps it as an alias);
+/// - kiwi 11's `--box-console TTY` is read as `--box-console=TTY`.
+///
+/// After the separator nothing is touched.
+pub fn normalized(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
+    use clap::CommandFactory;
     let mut args: Vec<OsString> = args.into_iter().collect();
     let end = args.iter().position(|a| a == "--").unwrap_or(args.len());
     if let Some(at) =
@@ -287,8 +389,65 @@ pub fn without_plugin_words(args: impl IntoIterator<Item = OsString>) -> Vec<OsS
     {
         args.drain(at..at + 2);
     }
+    let command = Cli::command();
+    let takes_value = |name: &str| {
+        command.get_arguments().any(|a| {
+            a.get_long() == Some(name) && a.get_action().takes_values() && name != "box-console"
+        })
+    };
+    let mut i = 1;
+    while i < args.len() {
+        let word = args[i].to_string_lossy().into_owned();
+        if word == "--" {
+            break;
+        }
+        if let Some(long) = word.strip_prefix("--") {
+            if long == "box-console" {
+                let next = args.get(i + 1).map(|a| a.to_string_lossy().into_owned());
+                if let Some(tty) = next.filter(|n| !n.starts_with('-') && n != "kiwi") {
+                    args[i] = format!("--box-console={tty}").into();
+                    args.remove(i + 1);
+                }
+            } else if !long.contains('=') && takes_value(long) {
+                i += 1;
+            }
+        } else if word == "kiwi" {
+            args[i] = "--".into();
+            break;
+        } else if !word.starts_with('-') || word == "-" {
+            // A subcommand (`box`, `help`) or a word clap will name as unexpected.
+            break;
+        }
+        i += 1;
+    }
     args
 }
+
+/// Whether the builder's arguments ask for help (`--help` or `-h` anywhere, or `help`
+/// alone), as kiwi 11's `kiwi` subcommand answers them: with help, and no build.
+pub fn builder_help_asked(builder_args: &[OsString]) -> bool {
+    builder_args.iter().any(|a| a == "--help" || a == "-h")
+        || (builder_args.len() == 1 && builder_args[0] == "help")
+}
+
+/// What `... kiwi --help` prints.
+pub const BUILDER_HELP: &str = "\
+Usage: boxbuild [kiwi global options] [system boxbuild] --box NAME [boxbuild options] \\
+         kiwi --description DIR --target-dir DIR [kiwi system build options]
+
+The words after `kiwi` (or its alias `--`) are the arguments of `kiwi-ng system build`
+run in the box. --description (shared read-only) and --target-dir (shared read-write,
+where the results land) are required; every other argument reaches kiwi as given.
+
+kiwi's global options (--type, --profile, --kiwi-file, --debug, --setenv NAME=VALUE,
+--config FILE, --shared-cache-dir DIR, --temp-dir DIR, --target-arch NAME, --loglevel N,
+--color-output, --debug-run-scripts-in-screen, --logfile stdout) may stand before
+`system boxbuild` or after `kiwi`; they reach kiwi before `system build`.
+
+kiwi's own help for these options: boxbuild --box debian kiwi --description DIR \\
+  --target-dir DIR --version, or `kiwi-ng system build --help` where kiwi is installed.
+boxbuild's options: boxbuild --help.
+";
 
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     if let Ok(seconds) = text.parse::<u64>() {
@@ -365,15 +524,126 @@ mod tests {
     #[test]
     fn plugin_command_lines_port_with_one_word() {
         let words = |line: &str| -> Vec<OsString> { line.split(' ').map(OsString::from).collect() };
-        let cli = Cli::try_parse_from(without_plugin_words(words(
+        let cli = Cli::try_parse_from(normalized(words(
             "boxbuild --type oem --profile p system boxbuild --box tumbleweed -- --description d --target-dir t",
         )))
         .unwrap();
         assert_eq!(cli.build.box_name.as_deref(), Some("tumbleweed"));
         assert_eq!(cli.build.image_type.as_deref(), Some("oem"));
         // After `--` the words belong to the builder and stay.
-        let kept = without_plugin_words(words("boxbuild --box b -- system boxbuild"));
+        let kept = normalized(words("boxbuild --box b -- system boxbuild"));
         assert_eq!(kept.len(), 6);
+    }
+
+    fn parse_line(line: &str) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(normalized(line.split(' ').map(OsString::from)))
+    }
+
+    fn builder_words(cli: &Cli) -> Vec<&str> {
+        cli.build
+            .builder_args
+            .iter()
+            .map(|a| a.to_str().unwrap())
+            .collect()
+    }
+
+    /// The forms of kiwi 11's documentation (doc/source/commands/system_boxbuild.rst,
+    /// build_methods/build_self_contained.rst, troubleshooting/boxbuild_tweaks.rst) with
+    /// `kiwi-ng` replaced by `boxbuild`.
+    #[test]
+    fn kiwi_11_documented_forms_parse() {
+        let cli = parse_line(
+            "boxbuild --profile Virtual system boxbuild --box leap kiwi --description kiwi-descriptions/suse/x86_64/suse-leap-15.6 --target-dir /tmp/myimage",
+        )
+        .unwrap();
+        assert_eq!(cli.build.box_name.as_deref(), Some("leap"));
+        assert_eq!(cli.build.profile, ["Virtual"]);
+        assert_eq!(
+            builder_words(&cli),
+            [
+                "--description",
+                "kiwi-descriptions/suse/x86_64/suse-leap-15.6",
+                "--target-dir",
+                "/tmp/myimage"
+            ]
+        );
+        let cli = parse_line(
+            "boxbuild --profile Virtual system boxbuild --container --box leap kiwi --description d --target-dir t",
+        )
+        .unwrap();
+        assert!(cli.build.container);
+        let cli = parse_line(
+            "boxbuild --debug --profile=Disk --type oem system boxbuild --no-snapshot --box-memory=32G --box-smp-cpus=16 --box-debug --box ubuntu kiwi --description ./ubuntu-jammy --target-dir /build/kiwi/outputs/",
+        )
+        .unwrap();
+        assert!(cli.build.debug && cli.build.no_snapshot && cli.build.box_debug);
+        assert_eq!(cli.build.image_type.as_deref(), Some("oem"));
+        assert_eq!(cli.build.profile, ["Disk"]);
+        assert_eq!(cli.build.box_memory.as_deref(), Some("32G"));
+        assert_eq!(cli.build.box_smp_cpus, Some(16));
+        assert_eq!(builder_words(&cli)[0], "--description");
+        let cli = parse_line("boxbuild system boxbuild --list-boxes").unwrap();
+        assert!(cli.build.list_boxes);
+        // --help and `help` are clap's own (exit 0).
+        for line in [
+            "boxbuild system boxbuild --help",
+            "boxbuild system boxbuild help",
+        ] {
+            let e = parse_line(line).unwrap_err();
+            assert_eq!(e.exit_code(), 0, "{line}");
+        }
+    }
+
+    #[test]
+    fn the_kiwi_separator_and_its_alias() {
+        for sep in ["kiwi", "--"] {
+            let cli = parse_line(&format!(
+                "boxbuild --setenv A=B --config /c.yml --shared-cache-dir /sc --temp-dir /t --target-arch aarch64 --loglevel 10 --color-output system boxbuild --box-console hvc0 --box kiwi {sep} --description d --target-dir t kiwi --"
+            ))
+            .unwrap();
+            // `--box kiwi`: a value, not the separator.
+            assert_eq!(cli.build.box_name.as_deref(), Some("kiwi"), "{sep}");
+            assert_eq!(cli.build.box_console.as_deref(), Some("hvc0"));
+            assert_eq!(
+                builder_words(&cli),
+                ["--description", "d", "--target-dir", "t", "kiwi", "--"]
+            );
+            let globals: Vec<String> = cli
+                .build
+                .kiwi_global_args()
+                .iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect();
+            assert_eq!(
+                globals.join(" "),
+                "--setenv A=B --config /c.yml --shared-cache-dir /sc --temp-dir /t --target-arch aarch64 --loglevel 10 --color-output"
+            );
+        }
+        // Without a TTY name --box-console is the flag it always was.
+        let cli = parse_line("boxbuild --box-console --box b kiwi --description d").unwrap();
+        assert_eq!(cli.build.box_console.as_deref(), Some(""));
+        assert!(cli.build.box_console());
+        // `box` stays a subcommand; a stray word is still refused.
+        assert!(parse_line("boxbuild box list").unwrap().command.is_some());
+        assert_eq!(
+            parse_line("boxbuild --box b stray")
+                .unwrap_err()
+                .exit_code(),
+            2
+        );
+        // The repeatable --setenv keeps its order.
+        let cli = parse_line("boxbuild --setenv A=1 --setenv=B=2 --box b").unwrap();
+        assert_eq!(cli.build.setenv, ["A=1", "B=2"]);
+    }
+
+    #[test]
+    fn help_after_the_separator() {
+        let os = |v: &[&str]| v.iter().map(OsString::from).collect::<Vec<_>>();
+        assert!(builder_help_asked(&os(&["--help"])));
+        assert!(builder_help_asked(&os(&["help"])));
+        assert!(builder_help_asked(&os(&["--description", "d", "-h"])));
+        assert!(!builder_help_asked(&os(&["--description", "help"])));
+        assert!(!builder_help_asked(&os(&["--version"])));
     }
 
     #[test]

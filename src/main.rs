@@ -29,7 +29,13 @@ fn main() -> ExitCode {
 }
 
 fn run() -> ExitCode {
-    let cli = Cli::parse_from(cli::without_plugin_words(std::env::args_os()));
+    let cli = Cli::parse_from(cli::normalized(std::env::args_os()));
+    // kiwi 11's `... kiwi --help`: help, and no box started.
+    if cli.command.is_none() && cli::builder_help_asked(&cli.build.builder_args) {
+        use std::io::Write;
+        let _ = write!(std::io::stdout().lock(), "{}", cli::BUILDER_HELP);
+        return ExitCode::SUCCESS;
+    }
     let ui = match &cli.command {
         Some(Command::Box(args)) => Ui {
             quiet: args.quiet,

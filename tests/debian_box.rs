@@ -397,3 +397,136 @@ fn the_disk_example_builds_in_a_privileged_container_as_root() {
     // No loop device of the build is left attached.
     assert!(attached() <= loops_before);
 }
+
+/// The files of a root tarball whose contents differ between two kiwi builds of one
+/// description with one SOURCE_DATE_EPOCH, natively as in a box: logs stamped with the
+/// time of the build and ldconfig's cache of inode data (docs/reproducible.md).
+const KIWI_OWN_DIFFERENCES: [&str; 5] = [
+    "var/cache/ldconfig/aux-cache",
+    "var/log/alternatives.log",
+    "var/log/apt/history.log",
+    "var/log/apt/term.log",
+    "var/log/dpkg.log",
+];
+
+/// `tar -tv --full-time` of a tarball: (entry without its time, its time).
+fn tar_listing(tarball: &std::path::Path) -> Vec<(String, String)> {
+    let out = Command::new("tar")
+        .env("TZ", "UTC")
+        .args(["-tvJ", "--full-time", "-f"])
+        .arg(tarball)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let time = format!("{} {}", f[3], f[4]);
+            let rest = [&f[..3], &f[5..]].concat().join(" ");
+            (rest, time)
+        })
+        .collect()
+}
+
+fn unpack(tarball: &std::path::Path, dir: &std::path::Path) {
+    fs::create_dir_all(dir).unwrap();
+    let status = Command::new("tar")
+        .arg("-xJf")
+        .arg(tarball)
+        .arg("-C")
+        .arg(dir)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Regular files under `a` whose bytes differ in `b`, relative to `a`.
+fn differing_files(a: &std::path::Path, b: &std::path::Path, rel: &str, found: &mut Vec<String>) {
+    for e in fs::read_dir(a.join(rel)).unwrap().flatten() {
+        let name = format!("{rel}{}", e.file_name().to_string_lossy());
+        let kind = e.file_type().unwrap();
+        if kind.is_dir() {
+            differing_files(a, b, &format!("{name}/"), found);
+        } else if kind.is_file() && fs::read(a.join(&name)).ok() != fs::read(b.join(&name)).ok() {
+            found.push(name);
+        }
+    }
+}
+
+#[test]
+fn same_source_date_epoch_gives_kiwis_own_differences_only_and_packages_are_kept() {
+    let env = Env::new();
+    let description = repo_root().join("examples/debian-tarball");
+    let started = std::time::SystemTime::now();
+    let mut logs = Vec::new();
+    let mut targets = Vec::new();
+    for n in 1..=2 {
+        let target = env.tmp.path().join(format!("out{n}"));
+        let out = env
+            .boxbuild()
+            .env("BOXBUILD_CONFIG", debian_box_dir().join("catalog.toml"))
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .args(["--box", "debian", "--container", "kiwi", "--description"])
+            .arg(&description)
+            .arg("--target-dir")
+            .arg(&target)
+            .output()
+            .unwrap();
+        ok(&out);
+        logs.push(stderr(&out));
+        targets.push(target);
+    }
+    // The second build downloads nothing the first fetched.
+    let counts = |log: &str| -> (u32, u32) {
+        let line = log
+            .lines()
+            .find(|l| l.contains("boxbuild-kiwi: package cache:"))
+            .unwrap_or_else(|| panic!("no package cache line in {log}"));
+        let num = |word: &str| -> u32 {
+            let before = &line[..line.find(word).unwrap()];
+            before.split_whitespace().last().unwrap().parse().unwrap()
+        };
+        (num(" packages reused"), num(" downloaded"))
+    };
+    let (_, fetched) = counts(&logs[0]);
+    assert!(fetched > 50, "{}", logs[0]);
+    assert_eq!(counts(&logs[1]), (fetched, 0), "{}", logs[1]);
+    // Everything but the tarball is byte-identical.
+    for suffix in [".packages", ".changes.xz"] {
+        assert_eq!(
+            fs::read(artifact(&targets[0], suffix)).unwrap(),
+            fs::read(artifact(&targets[1], suffix)).unwrap(),
+            "{suffix}"
+        );
+    }
+    // The tarballs: the same entries, owners, modes and sizes; times differ only for
+    // entries the build made (at or after its start), never for a package's files.
+    let (a, b) = (
+        tar_listing(&artifact(&targets[0], ".tar.xz")),
+        tar_listing(&artifact(&targets[1], ".tar.xz")),
+    );
+    assert_eq!(
+        a.iter().map(|e| &e.0).collect::<Vec<_>>(),
+        b.iter().map(|e| &e.0).collect::<Vec<_>>()
+    );
+    let build_day = humantime::format_rfc3339_seconds(started).to_string()[..10].to_string();
+    for (x, y) in a.iter().zip(&b) {
+        if x.1 != y.1 {
+            assert!(
+                x.1.starts_with(&build_day) && y.1.starts_with(&build_day),
+                "{} changed its time outside the build: {} / {}",
+                x.0,
+                x.1,
+                y.1
+            );
+        }
+    }
+    // Contents: only kiwi's (apt's, dpkg's, ldconfig's) own stamps differ.
+    let (one, two) = (env.tmp.path().join("root1"), env.tmp.path().join("root2"));
+    unpack(&artifact(&targets[0], ".tar.xz"), &one);
+    unpack(&artifact(&targets[1], ".tar.xz"), &two);
+    let mut found = Vec::new();
+    differing_files(&one, &two, "", &mut found);
+    found.sort();
+    assert_eq!(found, KIWI_OWN_DIFFERENCES);
+}

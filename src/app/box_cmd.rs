@@ -30,9 +30,10 @@ pub fn run(command: &BoxCommand, ui: Ui) -> Result<u8> {
         | BoxCommand::Push { .. }
         | BoxCommand::Sign { .. } => Refresh::WhenDue,
         // These work on the cache alone.
-        BoxCommand::Prune { .. } | BoxCommand::Remove { .. } | BoxCommand::Verify { .. } => {
-            Refresh::Never
-        }
+        BoxCommand::Prune { .. }
+        | BoxCommand::Remove { .. }
+        | BoxCommand::Verify { .. }
+        | BoxCommand::Cache { .. } => Refresh::Never,
     };
     let mut library = Library::open(ui, refresh, signals)?;
     if matches!(
@@ -69,7 +70,57 @@ pub fn run(command: &BoxCommand, ui: Ui) -> Result<u8> {
         BoxCommand::Prune { dry_run } => prune(&library, *dry_run),
         BoxCommand::Remove { box_ref, arch } => remove(&library, box_ref, arch.as_deref()),
         BoxCommand::Verify { names } => verify(&library, names),
+        BoxCommand::Cache { clear, names } => package_caches(&library, *clear, names),
     }
+}
+
+/// `box cache`: the package caches, their sizes and the cap; with `--clear` emptied.
+fn package_caches(library: &Library, clear: bool, names: &[String]) -> Result<u8> {
+    use crate::boxes::store::packages;
+    let cap =
+        packages::cap(std::env::var("BOXBUILD_PACKAGE_CACHE_MAX").ok()).map_err(Error::setup)?;
+    let caches: Vec<_> = library
+        .store
+        .package_caches()
+        .into_iter()
+        .filter(|c| names.is_empty() || names.contains(&c.name))
+        .collect();
+    if clear {
+        for cache in &caches {
+            let gone = packages::trim(&cache.dir, 0, false, std::time::SystemTime::now());
+            say!(
+                "emptied the package cache of {} ({}): {} files, {}",
+                cache.name,
+                cache.arch,
+                gone.files,
+                HumanBytes(gone.bytes)
+            );
+        }
+        return Ok(0);
+    }
+    let mut rows = vec![vec![
+        "BOX".to_string(),
+        "ARCH".into(),
+        "FILES".into(),
+        "SIZE".into(),
+        "DIR".into(),
+    ]];
+    for c in &caches {
+        rows.push(vec![
+            c.name.clone(),
+            c.arch.clone(),
+            c.files.to_string(),
+            HumanBytes(c.bytes).to_string(),
+            c.dir.display().to_string(),
+        ]);
+    }
+    print_table(&rows);
+    say!(
+        "total {}; each cache is kept under {} (BOXBUILD_PACKAGE_CACHE_MAX)",
+        HumanBytes(caches.iter().map(|c| c.bytes).sum()),
+        HumanBytes(cap)
+    );
+    Ok(0)
 }
 
 fn host_arch() -> &'static str {
@@ -451,6 +502,28 @@ fn prune(library: &Library, dry_run: bool) -> Result<u8> {
         } else {
             say!("removed {what} ({})", HumanBytes(stale.bytes));
             freed += stale.bytes;
+        }
+    }
+    // Package caches: each trimmed to the cap.
+    let cap = crate::boxes::store::packages::cap(std::env::var("BOXBUILD_PACKAGE_CACHE_MAX").ok())
+        .map_err(Error::setup)?;
+    for cache in library.store.package_caches() {
+        let gone = crate::boxes::store::packages::trim(
+            &cache.dir,
+            cap,
+            dry_run,
+            std::time::SystemTime::now(),
+        );
+        if gone.files > 0 {
+            say!(
+                "{} {} packages from the cache of {} ({}): {}",
+                if dry_run { "would remove" } else { "removed" },
+                gone.files,
+                cache.name,
+                cache.arch,
+                HumanBytes(gone.bytes)
+            );
+            freed += gone.bytes;
         }
     }
     if !dry_run {

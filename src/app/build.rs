@@ -13,7 +13,7 @@ use crate::cli::BuildOptions;
 use crate::drive;
 use crate::job::builder_args;
 use crate::job::shares::{self, SharedDir};
-use crate::job::{self, network, plugin, GUEST_DESCRIPTION, GUEST_TARGET};
+use crate::job::{self, kiwi_globals, network, plugin, GUEST_DESCRIPTION, GUEST_TARGET};
 use crate::runtime::startup::Timeline;
 use crate::runtime::vm::share;
 use crate::runtime::{self, Plan, RuntimeSettings};
@@ -36,6 +36,11 @@ pub fn build(opts: &BuildOptions, ui: Ui) -> Result<u8> {
     // Checked before anything is fetched: a typo costs nothing.
     let mut args = builder_args::resolve(&opts.builder_args)?;
     args.rest.splice(0..0, opts.kiwi_global_args());
+    // kiwi's options naming host paths: shared and rewritten (job::kiwi_globals).
+    let host_paths = kiwi_globals::take_host_paths(&mut args.rest, job::scratch::GUEST_PATH)?;
+    for note in &host_paths.notes {
+        ui.detail(note);
+    }
     timeline.mark("arguments");
     // The target belongs to this build until everything writing into it has stopped:
     // declared before them all, so dropped after them all.
@@ -64,8 +69,31 @@ pub fn build(opts: &BuildOptions, ui: Ui) -> Result<u8> {
             readonly: false,
         },
     ];
+    // A host --config file, copied into a private directory the box sees read-only (so
+    // nothing beside it is shared); dropped after the box.
+    let _config_dir = match &host_paths.config {
+        Some(file) => {
+            let dir = share_config(file)?;
+            shared_dirs.push(SharedDir {
+                tag: "config".into(),
+                host: dir.path().to_path_buf(),
+                guest: kiwi_globals::GUEST_CONFIG_DIR.into(),
+                readonly: true,
+            });
+            Some(dir)
+        }
+        None => None,
+    };
     if let Some(path) = &opts.shared_path {
-        let extra = shares::extra_dir(path, &[GUEST_DESCRIPTION, GUEST_TARGET])?;
+        let extra = shares::extra_dir(
+            path,
+            &[
+                GUEST_DESCRIPTION,
+                GUEST_TARGET,
+                kiwi_globals::GUEST_CONFIG_DIR,
+                job::GUEST_PACKAGE_CACHE,
+            ],
+        )?;
         ui.detail(&format!("sharing {} read-write", extra.host.display()));
         shared_dirs.push(extra);
     }
@@ -89,9 +117,55 @@ pub fn build(opts: &BuildOptions, ui: Ui) -> Result<u8> {
     if let RuntimeSettings::Vm(_) = box_settings.runtime {
         ready_box.tell_boot_kernel(ui);
     }
+    let mut job_settings = settings::job_settings(opts);
+    // The package cache kept across builds (boxes::store::packages): boxbuild's own per
+    // box and architecture, or the user's --shared-cache-dir; trimmed after the build.
+    let mut trim_after = None;
     let plugin = match ready_box.settings.protocol {
-        Protocol::BoxbuildAgent => None,
+        Protocol::BoxbuildAgent => {
+            if !opts.no_package_cache {
+                let dir = match &host_paths.shared_cache_dir {
+                    Some(dir) => dir.clone(),
+                    None => {
+                        let dir = library.store.package_cache_dir(&ready_box.name, arch)?;
+                        trim_after = Some(dir.clone());
+                        dir
+                    }
+                };
+                ui.detail(&format!("package cache {}", dir.display()));
+                shared_dirs.push(SharedDir {
+                    tag: "packages".into(),
+                    host: dir,
+                    guest: job::GUEST_PACKAGE_CACHE.into(),
+                    readonly: false,
+                });
+                job_settings.package_cache = true;
+            }
+            None
+        }
         Protocol::KiwiBoxedPlugin => {
+            if host_paths.config.is_some() || host_paths.shared_cache_dir.is_some() {
+                return Err(Error::setup(
+                    "a box of KIWI's Python plugin mounts only the description, the target and --shared-path: a host --config file or --shared-cache-dir cannot reach it; put the file into the description and give --config /description/NAME, or use a box with the boxbuild agent (e.g. debian)",
+                ));
+            }
+            // SOURCE_DATE_EPOCH travels as kiwi's own --setenv: the box takes no
+            // environment.
+            if let Some(epoch) = &job_settings.source_date_epoch {
+                let given = args
+                    .rest
+                    .iter()
+                    .any(|a| a.to_string_lossy().contains("SOURCE_DATE_EPOCH="));
+                if !given {
+                    args.rest.splice(
+                        0..0,
+                        [
+                            "--setenv".into(),
+                            format!("SOURCE_DATE_EPOCH={epoch}").into(),
+                        ],
+                    );
+                }
+            }
             // The plugin's boxes mount fixed tags and take the arguments on their command
             // line (checked by the launcher before anything starts).
             for dir in &mut shared_dirs {
@@ -138,9 +212,8 @@ pub fn build(opts: &BuildOptions, ui: Ui) -> Result<u8> {
     };
     let launched = runtime::launch(plan)?;
     let drive_settings = settings::drive_settings(opts);
-    match ready_box.settings.protocol {
+    let result = match ready_box.settings.protocol {
         Protocol::BoxbuildAgent => {
-            let job_settings = settings::job_settings(opts);
             let job = job::job(&job_settings, &ready_box, &args, launched.place, ca_certs);
             drive::agent::drive(
                 launched.session,
@@ -158,5 +231,38 @@ pub fn build(opts: &BuildOptions, ui: Ui) -> Result<u8> {
             started_at,
             &signals,
         ),
+    };
+    if let Some(dir) = trim_after {
+        trim_package_cache(&dir, ui);
+    }
+    result
+}
+
+/// Copies a host `--config` file into a private directory (0700) to share with the box.
+fn share_config(file: &std::path::Path) -> Result<tempfile::TempDir> {
+    let dir = tempfile::Builder::new()
+        .prefix("boxbuild-config-")
+        .tempdir()
+        .map_err(|e| Error::setup(format!("cannot create a directory for --config: {e}")))?;
+    let name = file.file_name().unwrap_or_default();
+    std::fs::copy(file, dir.path().join(name))
+        .map_err(|e| Error::setup(format!("--config {}: {e}", file.display())))?;
+    Ok(dir)
+}
+
+/// Keeps boxbuild's package cache under its cap after a build.
+fn trim_package_cache(dir: &std::path::Path, ui: Ui) {
+    use crate::boxes::store::packages;
+    match packages::cap(std::env::var("BOXBUILD_PACKAGE_CACHE_MAX").ok()) {
+        Ok(cap) => {
+            let gone = packages::trim(dir, cap, false, std::time::SystemTime::now());
+            if gone.files > 0 {
+                ui.detail(&format!(
+                    "package cache: removed {} least recently used files ({} bytes) to stay under {} bytes",
+                    gone.files, gone.bytes, cap
+                ));
+            }
+        }
+        Err(e) => ui.warn(&e),
     }
 }

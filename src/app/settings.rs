@@ -86,6 +86,13 @@ pub fn check(opts: &BuildOptions, ui: Ui) -> Result<()> {
     if opts.ssh_key.is_some() || opts.ssh_port.is_some() {
         ui.warn("--ssh-key and --ssh-port are ignored: sshfs sharing runs without SSH (docs/sharing.md)");
     }
+    if opts
+        .box_console
+        .as_deref()
+        .is_some_and(|tty| !tty.is_empty())
+    {
+        ui.warn("--box-console=TTY: the console keeps the box's own name; it is shown on stderr as with --box-console");
+    }
     if !opts.container {
         return Ok(());
     }
@@ -159,7 +166,7 @@ pub fn box_settings(
                 None => None,
             },
             cpus: opts.box_smp_cpus,
-            console: opts.box_console,
+            console: opts.box_console(),
         })
     } else {
         RuntimeSettings::Vm(VmSettings {
@@ -173,7 +180,7 @@ pub fn box_settings(
             allow_kvm: !opts.no_accel,
             sharing: sharing(opts),
             persistent_layer: opts.no_snapshot,
-            console: opts.box_console,
+            console: opts.box_console(),
             debug_shell: opts.box_debug,
         })
     };
@@ -189,13 +196,21 @@ pub fn job_settings(opts: &BuildOptions) -> JobSettings {
     JobSettings {
         kiwi_version: opts.kiwi_version.clone(),
         debug_shell: opts.box_debug,
+        source_date_epoch: source_date_epoch(|name| std::env::var(name).ok()),
+        // Set by app::build once the cache is shared.
+        package_cache: false,
     }
+}
+
+/// `SOURCE_DATE_EPOCH` from the user's environment, if it is set and not empty.
+pub fn source_date_epoch(var: impl Fn(&str) -> Option<String>) -> Option<String> {
+    var("SOURCE_DATE_EPOCH").filter(|v| !v.trim().is_empty())
 }
 
 pub fn drive_settings(opts: &BuildOptions) -> DriveSettings {
     DriveSettings {
         timeout: opts.timeout,
-        console_shown: opts.box_console || opts.box_debug,
+        console_shown: opts.box_console() || opts.box_debug,
         debug_shell: opts.box_debug,
     }
 }

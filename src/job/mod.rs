@@ -8,6 +8,7 @@ use crate::job::builder_args::BuilderArgs;
 use guest_agent::protocol::{Job, Mount};
 
 pub mod builder_args;
+pub mod kiwi_globals;
 pub mod network;
 pub mod plugin;
 pub mod scratch;
@@ -21,7 +22,15 @@ pub struct JobSettings {
     pub kiwi_version: Option<String>,
     /// `--box-debug`: a shell on the box's console after the build.
     pub debug_shell: bool,
+    /// The user's `SOURCE_DATE_EPOCH`, passed to the builder for reproducible builds.
+    pub source_date_epoch: Option<String>,
+    /// Whether the package cache is shared at `GUEST_PACKAGE_CACHE`.
+    pub package_cache: bool,
 }
+
+/// Where the package cache kept across builds appears in the box (read-write; the
+/// builder copies packages in and out, docs/cache.md).
+pub const GUEST_PACKAGE_CACHE: &str = "/boxbuild/packages";
 
 /// Where the description appears in the box (read-only).
 pub const GUEST_DESCRIPTION: &str = "/description";
@@ -80,9 +89,11 @@ pub fn job(
     let mut mounts = place.mounts;
     if place.scratch_dir {
         env.push(format!("BOXBUILD_SCRATCH={}", scratch::GUEST_PATH));
+        env.push("BOXBUILD_SCRATCH_KIND=dir".into());
     }
     if place.scratch_disk {
         env.push(format!("BOXBUILD_SCRATCH={}", scratch::GUEST_PATH));
+        env.push("BOXBUILD_SCRATCH_KIND=disk".into());
         mounts.push(Mount {
             fstype: b"ext4".to_vec(),
             source: format!("serial={}", scratch::SERIAL).into_bytes(),
@@ -93,6 +104,12 @@ pub fn job(
     }
     if let Some(version) = &settings.kiwi_version {
         env.push(format!("BOXBUILD_KIWI_VERSION={version}"));
+    }
+    if settings.package_cache {
+        env.push(format!("BOXBUILD_PACKAGE_CACHE={GUEST_PACKAGE_CACHE}"));
+    }
+    if let Some(epoch) = &settings.source_date_epoch {
+        env.push(format!("SOURCE_DATE_EPOCH={epoch}"));
     }
     if place.network {
         env.extend(network::proxy_env(

@@ -10,6 +10,7 @@ mod kernels;
 mod layers;
 pub mod lock;
 pub mod overlay;
+pub mod packages;
 mod provide;
 
 pub use layers::LayerState;
@@ -41,6 +42,8 @@ pub enum Bucket {
     Rootfs,
     /// `images/`: when each container image of a plugin box was last pulled.
     Images,
+    /// `packages/NAME/ARCH/`: packages kept across builds, per box (`packages`).
+    Packages,
     /// `hints/`: marks of one-time hints already given.
     Hints,
     /// `locks/`: one lock file per entry of the other buckets.
@@ -52,13 +55,14 @@ pub enum Bucket {
 }
 
 impl Bucket {
-    pub const ALL: [Bucket; 10] = [
+    pub const ALL: [Bucket; 11] = [
         Bucket::Boxes,
         Bucket::Catalogs,
         Bucket::Kernels,
         Bucket::Layers,
         Bucket::Rootfs,
         Bucket::Images,
+        Bucket::Packages,
         Bucket::Hints,
         Bucket::Locks,
         Bucket::Staging,
@@ -74,6 +78,7 @@ impl Bucket {
             Bucket::Layers => "layers",
             Bucket::Rootfs => "rootfs",
             Bucket::Images => "images",
+            Bucket::Packages => "packages",
             Bucket::Hints => "hints",
             Bucket::Locks => "locks",
             Bucket::Staging => "tmp/staging",
@@ -90,6 +95,9 @@ impl Bucket {
             Bucket::Layers => "layers of box versions removed",
             Bucket::Rootfs => "roots whose disk is gone or changed, unless a build holds one",
             Bucket::Images => "kept: a few bytes per image; podman owns the images",
+            Bucket::Packages => {
+                "trimmed to the size cap, least recently used first; partial copies of killed builds removed"
+            }
             Bucket::Hints => "kept: a few bytes",
             Bucket::Locks => "kept: empty files, held by builds",
             Bucket::Staging => "partial downloads of versions removed",
