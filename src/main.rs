@@ -29,11 +29,18 @@ fn main() -> ExitCode {
 }
 
 fn run() -> ExitCode {
-    let cli = Cli::parse_from(cli::without_plugin_words(std::env::args_os()));
+    let cli = Cli::parse_from(cli::stash_words_first(cli::without_plugin_words(
+        std::env::args_os(),
+    )));
     let ui = match &cli.command {
         Some(Command::Box(args)) => Ui {
             quiet: args.quiet,
             verbose: args.verbose,
+        },
+        Some(Command::Stash(cli::StashArgs { build, .. }))
+        | Some(Command::Stackbuild(cli::StackbuildArgs { build, .. })) => Ui {
+            quiet: build.quiet,
+            verbose: build.verbose,
         },
         None => Ui {
             quiet: cli.build.quiet,
@@ -42,6 +49,8 @@ fn run() -> ExitCode {
     };
     let result = match &cli.command {
         Some(Command::Box(args)) => app::box_cmd::run(&args.command, ui),
+        Some(Command::Stash(args)) => app::build::stash_command(args, ui),
+        Some(Command::Stackbuild(args)) => app::build::stackbuild(args, ui),
         None if cli.build.list_boxes => app::box_cmd::run(&BoxCommand::List, ui),
         None => app::build::build(&cli.build, ui),
     };
