@@ -429,7 +429,11 @@ pub struct StashArgs {
 #[derive(Debug, Subcommand)]
 pub enum StashCommand {
     /// The stashes: names, tags, layers, digests, sizes.
-    List,
+    List {
+        /// Where stashes live (default: boxbuild's data dir, per user).
+        #[arg(long, value_name = "DIR", env = "BOXBUILD_STASH_DIR")]
+        stash_dir: Option<PathBuf>,
+    },
 }
 
 /// kiwi's `system stackbuild`: `--stash` (BuildOptions) names the stashes.
@@ -539,7 +543,7 @@ mod stash_tests {
         assert!(matches!(
             cli.command,
             Some(Command::Stash(StashArgs {
-                command: Some(StashCommand::List),
+                command: Some(StashCommand::List { .. }),
                 ..
             }))
         ));

@@ -36,8 +36,12 @@ pub fn stackbuild(args: &StackbuildArgs, ui: Ui) -> Result<u8> {
 
 /// `stash list`, `system stash --list`, and `system stash --root DIR`.
 pub fn stash_command(args: &StashArgs, ui: Ui) -> Result<u8> {
-    if args.list || matches!(args.command, Some(StashCommand::List)) {
-        return stash::list(&args.build);
+    match &args.command {
+        Some(StashCommand::List { stash_dir }) => {
+            return stash::list(stash_dir.as_deref().or(args.build.stash_dir.as_deref()))
+        }
+        None if args.list => return stash::list(args.build.stash_dir.as_deref()),
+        None => {}
     }
     run(&args.build, ui, Request::StashRoot(args))
 }

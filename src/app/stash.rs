@@ -298,8 +298,8 @@ impl StashRun {
 }
 
 /// `stash list` / `system stash --list`: names, tags, layers, digests, sizes.
-pub fn list(opts: &BuildOptions) -> Result<u8> {
-    let dir = StashDir::new(opts.stash_dir.as_deref())?;
+pub fn list(stash_dir: Option<&Path>) -> Result<u8> {
+    let dir = StashDir::new(stash_dir)?;
     let mut out = String::new();
     out.push_str(&format!("# stashes in {}\n", dir.root.display()));
     out.push_str("NAME\tTAG\tLAYERS\tSIZE\tDIGEST\tCREATED\n");
