@@ -312,8 +312,9 @@ impl StashDir {
     pub fn staging(&self, name: &str) -> Result<tempfile::TempDir> {
         let dir = self.root.join(".incoming");
         fs::create_dir_all(&dir).context(|| format!("cannot create {}", dir.display()))?;
+        sweep_incoming(&dir);
         tempfile::Builder::new()
-            .prefix(&format!("{name}-"))
+            .prefix(&format!("{}-{name}-", std::process::id()))
             .tempdir_in(&dir)
             .context(|| format!("cannot create a staging dir in {}", dir.display()))
     }
@@ -451,6 +452,20 @@ impl StashDir {
     }
 }
 
+/// Removes staging dirs whose boxbuild is gone (killed by SIGKILL: nothing else skips
+/// their removal). Their names start with the writer's pid.
+fn sweep_incoming(dir: &Path) {
+    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        let Some(pid) = name.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = fs::remove_dir_all(e.path());
+        }
+    }
+}
+
 pub fn blob_path(layout: &Path, digest: &str) -> PathBuf {
     layout
         .join("blobs/sha256")
@@ -565,6 +580,17 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("no stash \"other\""), "{e}");
+    }
+
+    #[test]
+    fn staging_dirs_of_dead_writers_are_swept() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = StashDir::new(Some(tmp.path())).unwrap();
+        let stale = tmp.path().join(".incoming/4194999-base-x");
+        fs::create_dir_all(stale.join("out")).unwrap();
+        let mine = dir.staging("base").unwrap();
+        assert!(!stale.exists());
+        assert!(mine.path().exists());
     }
 
     #[test]
