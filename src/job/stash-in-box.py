@@ -155,6 +155,7 @@ def stash(plan, root, work):
 
 def stack(plan, image_root, work):
     os.makedirs(image_root)
+    os.makedirs(work, exist_ok=True)
     for i, item in enumerate(plan["stashes"]):
         layout = os.path.join(work, "layout-%d" % i)
         bundle = os.path.join(work, "bundle-%d" % i)
