@@ -28,6 +28,12 @@ pub enum Command {
     /// Manage boxes: list, fetch, update, outdated, prune, remove, verify, push, sign, cache.
     #[command(name = "box")]
     Box(BoxArgs),
+    /// Stashes (image root trees kept as OCI images): 'stash list'; 'system stash --root
+    /// DIR' stores a root tree from the host (docs/stash.md).
+    Stash(StashArgs),
+    /// Build an image from one or more stashes stacked in order (kiwi's 'system
+    /// stackbuild'), in the box (docs/stash.md).
+    Stackbuild(StackbuildArgs),
 }
 
 #[derive(Debug, Args)]
@@ -306,6 +312,16 @@ pub struct BuildOptions {
     #[arg(long)]
     pub container: bool,
 
+    /// After the build, store kiwi's image root tree as version TAG (default latest) of
+    /// the stash NAME, an OCI image layout in the stash dir; with stackbuild: a stash to
+    /// stack (repeatable, NAME[:TAG] or NAME@sha256:...).
+    #[arg(long, value_name = "NAME[:TAG]")]
+    pub stash: Vec<String>,
+
+    /// Where stashes live (default: boxbuild's data dir, per user).
+    #[arg(long, value_name = "DIR", env = "BOXBUILD_STASH_DIR")]
+    pub stash_dir: Option<PathBuf>,
+
     /// The builder's arguments, after `--`.
     #[arg(last = true, value_name = "BUILDER_ARGS", value_parser = clap::value_parser!(OsString))]
     pub builder_args: Vec<OsString>,
@@ -377,7 +393,8 @@ impl BuildOptions {
 /// - `system boxbuild` before the builder's arguments is dropped;
 /// - kiwi 11's separator, the subcommand `kiwi` (the first word that is no option and no
 ///   option's value), becomes `--` (`--` itself stays, as kiwi 11 keeps it as an alias);
-/// - kiwi 11's `--box-console TTY` is read as `--box-console=TTY`.
+/// - kiwi 11's `--box-console TTY` is read as `--box-console=TTY`;
+/// - the words of a stash command go first ([`stash_words_first`]).
 ///
 /// After the separator nothing is touched.
 pub fn normalized(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
@@ -420,7 +437,7 @@ pub fn normalized(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
         }
         i += 1;
     }
-    args
+    stash_words_first(args)
 }
 
 /// Whether the builder's arguments ask for help (`--help` or `-h` anywhere, or `help`
@@ -651,5 +668,160 @@ mod tests {
         assert_eq!(parse_duration("90").unwrap().as_secs(), 90);
         assert_eq!(parse_duration("2m").unwrap().as_secs(), 120);
         assert!(parse_duration("soon").is_err());
+    }
+}
+
+/// `stash list`, and kiwi's `system stash [--list | --root DIR ...]`.
+#[derive(Debug, Args)]
+pub struct StashArgs {
+    #[command(subcommand)]
+    pub command: Option<StashCommand>,
+
+    /// List the stashes (as 'stash list').
+    #[arg(long)]
+    pub list: bool,
+
+    /// A kiwi image root tree on the host to store as a stash (kiwi's 'system stash').
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+
+    /// The stash's tag (default: latest).
+    #[arg(long, value_name = "TAG")]
+    pub tag: Option<String>,
+
+    /// The stash's name (default: the image name in DIR/image/config.xml).
+    #[arg(long, value_name = "NAME")]
+    pub container_name: Option<String>,
+
+    #[command(flatten)]
+    pub build: BuildOptions,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StashCommand {
+    /// The stashes: names, tags, layers, digests, sizes.
+    List {
+        /// Where stashes live (default: boxbuild's data dir, per user).
+        #[arg(long, value_name = "DIR", env = "BOXBUILD_STASH_DIR")]
+        stash_dir: Option<PathBuf>,
+    },
+}
+
+/// kiwi's `system stackbuild`: `--stash` (BuildOptions) names the stashes.
+#[derive(Debug, Args)]
+pub struct StackbuildArgs {
+    /// Where the results go.
+    #[arg(long, value_name = "DIR")]
+    pub target_dir: PathBuf,
+
+    /// A description to build on the stacked root (kiwi 'system build
+    /// --allow-existing-root'); without it the stash's own (kiwi 'system create').
+    #[arg(long, value_name = "DIR")]
+    pub description: Option<PathBuf>,
+
+    /// Pull the stashes from this registry (oci://REGISTRY/PATH).
+    #[arg(long, value_name = "URI")]
+    pub from_registry: Option<String>,
+
+    #[command(flatten)]
+    pub build: BuildOptions,
+}
+
+/// Moves the command words of a stash command (`stackbuild`, `system stackbuild`,
+/// `system stash`, `stash`) to the front, so they may follow the build options as in
+/// `boxbuild --box debian stackbuild --stash base ...`. Option values and words after
+/// `--` are never taken for command words. A bare `kiwi` after a stackbuild's options
+/// stands for `--`, as in kiwi.
+pub fn stash_words_first(args: Vec<OsString>) -> Vec<OsString> {
+    use clap::CommandFactory;
+    let command = Cli::command();
+    let takes_value = |long: &str| {
+        command
+            .get_arguments()
+            .find(|a| a.get_long() == Some(long))
+            .is_some_and(|a| a.get_action().takes_values())
+    };
+    let end = args.iter().position(|a| a == "--").unwrap_or(args.len());
+    let mut i = 1;
+    while i < end {
+        let word = args[i].to_str().unwrap_or("");
+        if let Some(long) = word.strip_prefix("--") {
+            if !long.contains('=') && takes_value(long) {
+                i += 1;
+            }
+            i += 1;
+            continue;
+        }
+        if word.starts_with('-') {
+            i += 1;
+            continue;
+        }
+        let next = args.get(i + 1).and_then(|a| a.to_str());
+        let (words, new): (usize, &str) = match (word, next) {
+            ("system", Some("stackbuild")) => (2, "stackbuild"),
+            ("system", Some("stash")) => (2, "stash"),
+            ("stackbuild", _) => (1, "stackbuild"),
+            ("stash", _) => (1, "stash"),
+            _ => return args,
+        };
+        if i == 1 && words == 1 {
+            return args;
+        }
+        let mut out: Vec<OsString> = vec![args[0].clone(), new.into()];
+        out.extend(args[1..i].iter().cloned());
+        let mut rest: Vec<OsString> = args[i + words..].to_vec();
+        if new == "stackbuild" {
+            let stop = rest.iter().position(|a| a == "--").unwrap_or(rest.len());
+            if let Some(k) = rest[..stop].iter().position(|a| a == "kiwi") {
+                rest[k] = "--".into();
+            }
+        }
+        out.extend(rest);
+        return out;
+    }
+    args
+}
+
+#[cfg(test)]
+mod stash_tests {
+    use super::*;
+
+    fn words(line: &str) -> Vec<OsString> {
+        line.split(' ').map(OsString::from).collect()
+    }
+
+    #[test]
+    fn stash_commands_after_build_options() {
+        let cli = Cli::try_parse_from(normalized(words(
+            "boxbuild --box debian --no-network system stackbuild --stash a:1 --stash b --target-dir t kiwi --x",
+        )))
+        .unwrap();
+        let Some(Command::Stackbuild(s)) = cli.command else {
+            panic!("not stackbuild")
+        };
+        assert_eq!(s.build.box_name.as_deref(), Some("debian"));
+        assert!(s.build.no_network);
+        assert_eq!(s.build.stash, ["a:1", "b"]);
+        assert_eq!(s.build.builder_args, ["--x"]);
+        let cli = Cli::try_parse_from(stash_words_first(words(
+            "boxbuild --box debian system stash --root r --tag 1",
+        )))
+        .unwrap();
+        assert!(
+            matches!(cli.command, Some(Command::Stash(ref s)) if s.tag.as_deref() == Some("1"))
+        );
+        let cli = Cli::try_parse_from(stash_words_first(words("boxbuild stash list"))).unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::Stash(StashArgs {
+                command: Some(StashCommand::List { .. }),
+                ..
+            }))
+        ));
+        // A value or a builder argument is never a command word.
+        let kept = stash_words_first(words("boxbuild --box stash --stash stash -- stackbuild"));
+        let cli = Cli::try_parse_from(kept).unwrap();
+        assert!(cli.command.is_none());
+        assert_eq!(cli.build.stash, ["stash"]);
     }
 }

@@ -41,6 +41,11 @@ fn run() -> ExitCode {
             quiet: args.quiet,
             verbose: args.verbose,
         },
+        Some(Command::Stash(cli::StashArgs { build, .. }))
+        | Some(Command::Stackbuild(cli::StackbuildArgs { build, .. })) => Ui {
+            quiet: build.quiet,
+            verbose: build.verbose,
+        },
         None => Ui {
             quiet: cli.build.quiet,
             verbose: cli.build.verbose,
@@ -48,6 +53,8 @@ fn run() -> ExitCode {
     };
     let result = match &cli.command {
         Some(Command::Box(args)) => app::box_cmd::run(&args.command, ui),
+        Some(Command::Stash(args)) => app::build::stash_command(args, ui),
+        Some(Command::Stackbuild(args)) => app::build::stackbuild(args, ui),
         None if cli.build.list_boxes => app::box_cmd::run(&BoxCommand::List, ui),
         None => app::build::build(&cli.build, ui),
     };

@@ -6,10 +6,11 @@
 //! inside `launch` (docs/design.md lists them), in the order this file gives them.
 
 use crate::app::settings;
+use crate::app::stash::{self, Request};
 use crate::app::target_lock::{self, Taken};
 use crate::boxes::catalog::{Protocol, Refresh};
 use crate::boxes::library::Library;
-use crate::cli::BuildOptions;
+use crate::cli::{BuildOptions, StackbuildArgs, StashArgs, StashCommand};
 use crate::drive;
 use crate::job::builder_args;
 use crate::job::shares::{self, SharedDir};
@@ -25,6 +26,27 @@ use std::time::Instant;
 /// Runs one build to its end. Returns the builder's exit code; errors carry boxbuild's own
 /// (README, "Exit status").
 pub fn build(opts: &BuildOptions, ui: Ui) -> Result<u8> {
+    run(opts, ui, Request::Build)
+}
+
+/// `stackbuild`: a build on stashes stacked in the box (docs/stash.md).
+pub fn stackbuild(args: &StackbuildArgs, ui: Ui) -> Result<u8> {
+    run(&args.build, ui, Request::Stackbuild(args))
+}
+
+/// `stash list`, `system stash --list`, and `system stash --root DIR`.
+pub fn stash_command(args: &StashArgs, ui: Ui) -> Result<u8> {
+    match &args.command {
+        Some(StashCommand::List { stash_dir }) => {
+            return stash::list(stash_dir.as_deref().or(args.build.stash_dir.as_deref()))
+        }
+        None if args.list => return stash::list(args.build.stash_dir.as_deref()),
+        None => {}
+    }
+    run(&args.build, ui, Request::StashRoot(args))
+}
+
+fn run(opts: &BuildOptions, ui: Ui, request: Request) -> Result<u8> {
     let mut timeline = Timeline::new(Instant::now());
     let signals = SignalWatch::install()?;
     let box_ref = opts.box_name.as_deref().ok_or_else(|| {
@@ -34,8 +56,15 @@ pub fn build(opts: &BuildOptions, ui: Ui) -> Result<u8> {
     let arch = settings::box_arch(opts);
     let profile = settings::profile(arch)?;
     // Checked before anything is fetched: a typo costs nothing.
-    let mut args = builder_args::resolve(&opts.builder_args)?;
-    args.rest.splice(0..0, opts.kiwi_global_args());
+    let mut stash_run = stash::prepare(&request, opts, &signals, ui)?;
+    let mut args = match stash_run.as_mut().and_then(|s| s.args.take()) {
+        Some(args) => args,
+        None => {
+            let mut args = builder_args::resolve(&opts.builder_args)?;
+            args.rest.splice(0..0, opts.kiwi_global_args());
+            args
+        }
+    };
     // kiwi's options naming host paths: shared and rewritten (job::kiwi_globals).
     let host_paths = kiwi_globals::take_host_paths(&mut args.rest, job::scratch::GUEST_PATH)?;
     for note in &host_paths.notes {
@@ -97,6 +126,9 @@ pub fn build(opts: &BuildOptions, ui: Ui) -> Result<u8> {
         ui.detail(&format!("sharing {} read-write", extra.host.display()));
         shared_dirs.push(extra);
     }
+    if let Some(s) = &stash_run {
+        shared_dirs.extend(s.job.shares.iter().cloned());
+    }
     // A VM's missing virtiofsd is reported before any box is fetched; a container needs
     // none.
     let sharing = settings::sharing(opts);
@@ -113,6 +145,14 @@ pub fn build(opts: &BuildOptions, ui: Ui) -> Result<u8> {
     let ready_box = library.ready(box_ref, arch, !opts.no_update_check, opts.container)?;
     timeline.mark("catalog");
     ui.detail(&format!("box {} from {}", ready_box.name, ready_box.source));
+    if let Some(s) = &stash_run {
+        if ready_box.settings.protocol != Protocol::BoxbuildAgent {
+            return Err(Error::setup(
+                "stashes need a box with boxbuild's agent, not one of KIWI's Python plugin",
+            ));
+        }
+        s.check_box(&ready_box.settings.builder)?;
+    }
     let box_settings = settings::box_settings(opts, &ready_box, profile)?;
     if let RuntimeSettings::Vm(_) = box_settings.runtime {
         ready_box.tell_boot_kernel(ui);
@@ -214,15 +254,22 @@ pub fn build(opts: &BuildOptions, ui: Ui) -> Result<u8> {
     let drive_settings = settings::drive_settings(opts);
     let result = match ready_box.settings.protocol {
         Protocol::BoxbuildAgent => {
-            let job = job::job(&job_settings, &ready_box, &args, launched.place, ca_certs);
-            drive::agent::drive(
+            let mut job = job::job(&job_settings, &ready_box, &args, launched.place, ca_certs);
+            if let Some(s) = &stash_run {
+                job = s.job.wrap(job);
+            }
+            let code = drive::agent::drive(
                 launched.session,
                 &drive_settings,
                 ui,
                 &job,
                 &args.target,
                 &signals,
-            )
+            )?;
+            match &stash_run {
+                Some(s) => s.finish(code, ui),
+                None => Ok(code),
+            }
         }
         Protocol::KiwiBoxedPlugin => drive::plugin::drive(
             launched.session,

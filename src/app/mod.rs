@@ -6,4 +6,5 @@
 pub mod box_cmd;
 pub mod build;
 pub mod settings;
+pub mod stash;
 pub mod target_lock;

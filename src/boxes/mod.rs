@@ -8,5 +8,6 @@ pub mod fetch;
 pub mod library;
 pub mod oci;
 pub mod reference;
+pub mod stash;
 pub mod store;
 pub mod trust;

@@ -13,6 +13,7 @@ pub mod network;
 pub mod plugin;
 pub mod scratch;
 pub mod shares;
+pub mod stash;
 pub mod wire;
 
 /// What the job carries besides the builder's arguments, resolved once by `app::settings`.

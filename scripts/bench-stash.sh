@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Benchmark of stashes (docs/stash.md) on the Debian kiwi box with --container: the
+# example build (examples/debian-tarball) with --stash beside the same build without,
+# a stackbuild from the stash alone (--no-network) beside the original build, the
+# stash's size beside the root tarball's, and the layer a second stash of the name adds.
+# One run each. Prints a Markdown section; scripts/bench.sh can put it into
+# docs/benchmarks.md (BENCH_STASH_FILE, as BENCH_KIWI_FILE).
+#
+#   scripts/bench-stash.sh            (BOXBUILD_CONFIG: a catalog naming the debian box)
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+[ -x "$HOME/.cargo/bin/cargo" ] && export PATH=$HOME/.cargo/bin:$PATH
+(cd "$here" && cargo build --release --locked -q)
+boxbuild=$here/target/release/boxbuild
+work=$(mktemp -d "${TMPDIR:-/var/tmp}/bench-stash.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+export BOXBUILD_STASH_DIR=$work/stashes
+desc=$here/examples/debian-tarball
+now() { date +%s.%N; }
+since() { printf '%.0f' "$(echo "$(now) - $1" | bc -l)"; }
+mib() { printf '%.1f' "$(echo "$1 / 1048576" | bc -l)"; }
+run() { # LOG ARGS...: one boxbuild run under the heavy-work lock, its seconds on stdout
+  local log=$1 t0; shift
+  t0=$(now)
+  "$boxbuild" -q --box debian --container "$@" >"$work/$log" 2>&1 ||
+    { tail -n 30 "$work/$log" >&2; exit 1; }
+  since "$t0"
+}
+# The first --container run of a box version unpacks its root file system (once).
+"$boxbuild" -q --container --box debian -- --description "$desc" --target-dir "$work/unpack" \
+  --version >/dev/null 2>&1 || true
+
+echo ">> the example build, without and with --stash" >&2
+plain_s=$(run plain.log -- --description "$desc" --target-dir "$work/plain")
+stash_s=$(run stash1.log --stash bench:1 -- --description "$desc" --target-dir "$work/t1")
+echo ">> a second stash of the name" >&2
+stash2_s=$(run stash2.log --stash bench:2 -- --description "$desc" --target-dir "$work/t2")
+echo ">> stackbuild from the stash, no network" >&2
+stack_s=$(run stack.log --no-network stackbuild --stash bench:2 --target-dir "$work/t3")
+
+layout=$work/stashes/bench
+tarball=$(stat -c %s "$work"/t1/*.tar.xz)
+first=$(skopeo inspect oci:"$layout":1 | python3 -c 'import json,sys; print(json.load(sys.stdin)["Layers"][0])')
+second=$(skopeo inspect oci:"$layout":2 | python3 -c 'import json,sys; print(json.load(sys.stdin)["Layers"][-1])')
+layer_size() { stat -c %s "$layout/blobs/sha256/${1#sha256:}"; }
+stash_total=$(du -sb "$layout" | cut -f1)
+same=no
+cmp -s "$work"/t1/*.packages "$work"/t3/*.packages && same=yes
+
+cat <<MD
+## Stashes (\`scripts/bench-stash.sh\`)
+
+\`examples/debian-tarball\` in the Debian box with \`--container\`, one run each, on
+$(nproc) cores; wall time from invoking boxbuild to its exit.
+
+| run | time |
+|---|---|
+| the build | ${plain_s} s |
+| the build with \`--stash bench:1\` (first layer) | ${stash_s} s |
+| the build with \`--stash bench:2\` (a second layer) | ${stash2_s} s |
+| \`stackbuild --stash bench:2 --no-network\` (kiwi \`system create\` on the stash) | ${stack_s} s |
+
+| size | MiB |
+|---|---|
+| root tarball (\`.tar.xz\`, kiwi's output) | $(mib "$tarball") |
+| first layer of the stash (tar+gzip, umoci) | $(mib "$(layer_size "$first")") |
+| layer added by the second stash of a rebuild | $(mib "$(layer_size "$second")") |
+| the stash's layout with both versions | $(mib "$stash_total") |
+
+The stackbuild's package list equals the original build's: $same.
+MD

@@ -1,0 +1,354 @@
+//! Stashes and stackbuilds (docs/stash.md): the stash options turned into what a build
+//! needs before its box starts (stashes resolved, locks held, the work share written),
+//! and what it does after (the new stash committed). `app::build` runs the build itself;
+//! `stash list` is here.
+
+use crate::boxes::stash::{self as store, Pin, Source, StashDir, StashRef};
+use crate::boxes::store::lock::{EntryLock, Mode};
+use crate::cli::{BuildOptions, StackbuildArgs, StashArgs};
+use crate::job::builder_args::BuilderArgs;
+use crate::job::stash::{self as job_stash, StashInput, StashJob, Task};
+use crate::sys::error::{Context, Error, Result};
+use crate::sys::signals::SignalWatch;
+use crate::sys::ui::Ui;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+/// What a build does beyond a plain build.
+pub enum Request<'a> {
+    /// A build; with `--stash NAME[:TAG]` its image root becomes a stash.
+    Build,
+    Stackbuild(&'a StackbuildArgs),
+    /// `system stash --root DIR`: a root tree on the host.
+    StashRoot(&'a StashArgs),
+}
+
+/// A stash task set up for one run: held until the run ends.
+pub struct StashRun {
+    pub job: StashJob,
+    /// For a stackbuild or a host root: the builder's arguments (a plain build has its own).
+    pub args: Option<BuilderArgs>,
+    commit: Option<(String, String)>,
+    dir: StashDir,
+    work: tempfile::TempDir,
+    _locks: Vec<EntryLock>,
+    _empty: Option<tempfile::TempDir>,
+}
+
+fn waiting(ui: Ui, name: &str) -> impl FnOnce() + '_ {
+    move || {
+        ui.info(&format!(
+            "waiting for stash {name:?}: another boxbuild is writing it"
+        ))
+    }
+}
+
+/// Checks the stash options and sets the task up; None for a build without `--stash`.
+/// Every refusal is one line, before any box starts.
+pub fn prepare(
+    request: &Request,
+    opts: &BuildOptions,
+    signals: &SignalWatch,
+    ui: Ui,
+) -> Result<Option<StashRun>> {
+    let dir = StashDir::new(opts.stash_dir.as_deref())?;
+    match request {
+        Request::Build => {
+            let [text] = opts.stash.as_slice() else {
+                return match opts.stash.len() {
+                    0 => Ok(None),
+                    _ => Err(Error::setup(
+                        "--stash is given more than once: a build stores one stash",
+                    )),
+                };
+            };
+            let stash = StashRef::parse(text)?;
+            let Pin::Tag(tag) = stash.pin else {
+                return Err(Error::setup(format!(
+                    "--stash {text}: a new stash is named by a tag, not a digest"
+                )));
+            };
+            stash_task(dir, stash.name, tag, None, None, signals, ui).map(Some)
+        }
+        Request::StashRoot(args) => {
+            let root = args.root.as_ref().ok_or_else(|| {
+                Error::setup("stash: give --root DIR (a kiwi image root tree) or 'stash list'")
+            })?;
+            let root = root
+                .canonicalize()
+                .context(|| format!("--root {}", root.display()))?;
+            let config = root.join("image/config.xml");
+            if !config.is_file() {
+                return Err(Error::setup(format!(
+                    "--root {}: no image/config.xml, not a kiwi image root tree",
+                    root.display()
+                )));
+            }
+            let name = match &args.container_name {
+                Some(name) => name.clone(),
+                None => image_name(&config)?,
+            };
+            store::check_name(&name)
+                .map_err(|e| Error::setup(format!("{e}; choose a name with --container-name")))?;
+            let tag = args.tag.clone().unwrap_or(store::DEFAULT_TAG.into());
+            if !store::valid_tag(&tag) {
+                return Err(Error::setup(format!("--tag {tag:?}: not a valid tag")));
+            }
+            let mut run = stash_task(dir, name, tag, Some(root), None, signals, ui)?;
+            // No description or target of the user's: the log goes with the work dir.
+            let empty =
+                tempfile::tempdir().context(|| "cannot create a temporary dir".to_string())?;
+            run.args = Some(BuilderArgs {
+                description: empty.path().to_path_buf(),
+                target: run.work.path().join("log"),
+                rest: opts.kiwi_global_args(),
+            });
+            std::fs::create_dir_all(run.work.path().join("log"))
+                .context(|| "cannot create the stash log dir".to_string())?;
+            run._empty = Some(empty);
+            Ok(Some(run))
+        }
+        Request::Stackbuild(args) => stackbuild(args, opts, dir, signals, ui).map(Some),
+    }
+}
+
+fn stash_task(
+    dir: StashDir,
+    name: String,
+    tag: String,
+    root: Option<PathBuf>,
+    args: Option<BuilderArgs>,
+    signals: &SignalWatch,
+    ui: Ui,
+) -> Result<StashRun> {
+    // Writers of one name take turns; the lock is held until the new version is in.
+    let lock = dir.lock(&name, Mode::Exclusive, signals, waiting(ui, &name))?;
+    let base = dir.newest(&name)?;
+    ui.detail(&match &base {
+        Some(b) => format!("stash {name}:{tag} adds a layer to {}", b.digest),
+        None => format!("stash {name}:{tag} is new"),
+    });
+    let work = dir.staging(&name)?;
+    let task = Task::Stash {
+        name: name.clone(),
+        tag: tag.clone(),
+        base: base.map(|b| (dir.path(&name), b.digest)),
+        root,
+    };
+    let job = job_stash::prepare(&task, &dir.root, work.path())?;
+    Ok(StashRun {
+        job,
+        args,
+        commit: Some((name, tag)),
+        dir,
+        work,
+        _locks: vec![lock],
+        _empty: None,
+    })
+}
+
+fn stackbuild(
+    args: &StackbuildArgs,
+    opts: &BuildOptions,
+    dir: StashDir,
+    signals: &SignalWatch,
+    ui: Ui,
+) -> Result<StashRun> {
+    if args.from_registry.is_some() {
+        return Err(Error::setup(
+            "stackbuild --from-registry is not supported yet: copy the stashes into the stash dir first (skopeo copy docker://... oci:STASH_DIR/NAME:TAG)",
+        ));
+    }
+    if opts.stash.is_empty() {
+        return Err(Error::setup(
+            "stackbuild: name at least one --stash NAME[:TAG]",
+        ));
+    }
+    let refs = opts
+        .stash
+        .iter()
+        .map(|s| StashRef::parse(s))
+        .collect::<Result<Vec<_>>>()?;
+    let mut locks = Vec::new();
+    let mut inputs = Vec::new();
+    for stash in &refs {
+        locks.push(dir.lock(&stash.name, Mode::Shared, signals, waiting(ui, &stash.name))?);
+        inputs.push(match dir.resolve(stash)? {
+            Source::Layout { dir, manifest } => {
+                ui.detail(&format!("stash {stash} is {manifest}"));
+                StashInput::Layout {
+                    reference: stash.to_string(),
+                    dir,
+                    manifest,
+                }
+            }
+            Source::Archive { file, reference } => StashInput::Archive { reference, file },
+        });
+    }
+    let description = match &args.description {
+        Some(d) if !d.is_dir() => {
+            return Err(Error::setup(format!(
+                "--description {}: not a directory",
+                d.display()
+            )))
+        }
+        Some(d) => Some(
+            d.canonicalize()
+                .context(|| format!("--description {}", d.display()))?,
+        ),
+        None => None,
+    };
+    std::fs::create_dir_all(&args.target_dir).context(|| {
+        format!(
+            "--target-dir {}: cannot create it",
+            args.target_dir.display()
+        )
+    })?;
+    let target = args
+        .target_dir
+        .canonicalize()
+        .context(|| format!("--target-dir {}", args.target_dir.display()))?;
+    if description.as_ref() == Some(&target) {
+        return Err(Error::setup(
+            "--target-dir is the same directory as --description: use a separate directory for results",
+        ));
+    }
+    let work = dir.staging("stackbuild")?;
+    let task = Task::Stackbuild {
+        stashes: inputs,
+        description: description.is_some(),
+    };
+    let job = job_stash::prepare(&task, &dir.root, work.path())?;
+    let (description, empty) = match description {
+        Some(d) => (d, None),
+        None => {
+            let empty =
+                tempfile::tempdir().context(|| "cannot create a temporary dir".to_string())?;
+            (empty.path().to_path_buf(), Some(empty))
+        }
+    };
+    let mut rest: Vec<OsString> = opts.kiwi_global_args();
+    rest.extend(opts.builder_args.iter().cloned());
+    Ok(StashRun {
+        job,
+        args: Some(BuilderArgs {
+            description,
+            target,
+            rest,
+        }),
+        commit: None,
+        dir,
+        work,
+        _locks: locks,
+        _empty: empty,
+    })
+}
+
+/// `<image name="...">` of a kiwi description.
+fn image_name(config: &Path) -> Result<String> {
+    let text = std::fs::read_to_string(config).context(|| format!("{}", config.display()))?;
+    let at = text
+        .find("<image")
+        .ok_or_else(|| Error::setup(format!("{}: no <image> element", config.display())))?;
+    let tag = &text[at..text[at..].find('>').map_or(text.len(), |e| at + e)];
+    let name = tag
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("name="))
+        .map(|v| {
+            v.trim_end_matches('/')
+                .trim_matches(|c| c == '"' || c == '\'')
+        })
+        .ok_or_else(|| Error::setup(format!("{}: <image> has no name", config.display())))?;
+    Ok(name.to_string())
+}
+
+impl StashRun {
+    /// Checks that the box's builder is the kiwi builder the stash helper wraps.
+    pub fn check_box(&self, builder: &[String]) -> Result<()> {
+        if job_stash::builder_fits(builder) {
+            Ok(())
+        } else {
+            Err(Error::setup(format!(
+                "{}: the box's builder is {:?}; stashes need a kiwi box (its builder {})",
+                self.job.mode(),
+                builder.first().map(String::as_str).unwrap_or(""),
+                job_stash::KIWI_BUILDER
+            )))
+        }
+    }
+
+    /// After the builder's status: a stash is committed when the build succeeded.
+    pub fn finish(&self, code: u8, ui: Ui) -> Result<u8> {
+        let Some((name, tag)) = &self.commit else {
+            return Ok(code);
+        };
+        if code != 0 {
+            ui.info(&format!(
+                "the build failed: stash {name}:{tag} left as it was"
+            ));
+            return Ok(code);
+        }
+        let digest = self.dir.commit(name, tag, &self.work.path().join("out"))?;
+        ui.info(&format!(
+            "stashed {name}:{tag} ({digest}) in {}",
+            self.dir.path(name).display()
+        ));
+        Ok(code)
+    }
+}
+
+/// `stash list` / `system stash --list`: names, tags, layers, digests, sizes.
+pub fn list(stash_dir: Option<&Path>) -> Result<u8> {
+    let dir = StashDir::new(stash_dir)?;
+    let mut out = String::new();
+    out.push_str(&format!("# stashes in {}\n", dir.root.display()));
+    out.push_str("NAME\tTAG\tLAYERS\tSIZE\tDIGEST\tCREATED\n");
+    for name in dir.names() {
+        match dir.versions(&name) {
+            Ok(versions) if versions.is_empty() => out.push_str(&format!(
+                "{name}\t-\t-\t{}\t(oci-archive of kiwi-ng system stash)\t-\n",
+                mib(
+                    std::fs::metadata(dir.path(&name).join(format!("{name}.tar")))
+                        .map(|m| m.len())
+                        .unwrap_or(0)
+                )
+            )),
+            Ok(versions) => {
+                for v in versions {
+                    out.push_str(&format!(
+                        "{name}\t{}\t{}\t{}\t{}\t{}\n",
+                        v.tag.as_deref().unwrap_or("-"),
+                        v.layers.len(),
+                        mib(v.size),
+                        v.digest,
+                        v.created.as_deref().unwrap_or("-")
+                    ))
+                }
+            }
+            Err(e) => out.push_str(&format!("{name}\t-\t-\t-\t({e})\t-\n")),
+        }
+    }
+    crate::sys::ui::say(out.trim_end());
+    Ok(0)
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_names() {
+        let tmp = tempfile::tempdir().unwrap();
+        let f = tmp.path().join("config.xml");
+        std::fs::write(
+            &f,
+            "<?xml version=\"1.0\"?>\n<image schemaversion=\"8.0\" name=\"debian-tarball\">",
+        )
+        .unwrap();
+        assert_eq!(image_name(&f).unwrap(), "debian-tarball");
+    }
+}
