@@ -94,6 +94,7 @@ pub fn job(
     if let Some(version) = &settings.kiwi_version {
         env.push(format!("BOXBUILD_KIWI_VERSION={version}"));
     }
+    env.extend(source_date_epoch(|name| std::env::var(name).ok()));
     if place.network {
         env.extend(network::proxy_env(
             |name| std::env::var(name).ok(),
@@ -113,5 +114,32 @@ pub fn job(
         },
         // Stamped as the job is sent (agent::send_job).
         host_time: None,
+    }
+}
+
+/// `SOURCE_DATE_EPOCH=N` when the caller set it to a number of seconds
+/// (reproducible-builds.org): kiwi stamps the containers it builds with that time, so a
+/// build can be repeated bit for bit. Anything else is not passed on.
+fn source_date_epoch(lookup: impl Fn(&str) -> Option<String>) -> Option<String> {
+    let value = lookup("SOURCE_DATE_EPOCH")?;
+    (!value.is_empty() && value.len() <= 20 && value.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| format!("SOURCE_DATE_EPOCH={value}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::source_date_epoch;
+
+    #[test]
+    fn source_date_epoch_only_as_a_number() {
+        let with = |v: &'static str| move |_: &str| Some(v.to_string());
+        assert_eq!(
+            source_date_epoch(with("1700000000")).as_deref(),
+            Some("SOURCE_DATE_EPOCH=1700000000")
+        );
+        assert_eq!(source_date_epoch(with("")), None);
+        assert_eq!(source_date_epoch(with("yesterday")), None);
+        assert_eq!(source_date_epoch(with("-1")), None);
+        assert_eq!(source_date_epoch(|_| None), None);
     }
 }
