@@ -96,10 +96,12 @@ pub fn choose(
     })
 }
 
-/// Whether boxbuild runs in a container: podman's `/run/.containerenv`, docker's
-/// `/.dockerenv`, or a Kubernetes pod's service variables.
+/// Whether boxbuild runs in a container: the `container` variable (podman, systemd-nspawn;
+/// podman's `/run/.containerenv` is missing under `--read-only`), docker's `/.dockerenv`,
+/// or a Kubernetes pod's service variables.
 fn in_container() -> bool {
-    Path::new("/run/.containerenv").exists()
+    std::env::var_os("container").is_some()
+        || Path::new("/run/.containerenv").exists()
         || Path::new("/.dockerenv").exists()
         || std::env::var_os("KUBERNETES_SERVICE_HOST").is_some()
 }
