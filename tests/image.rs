@@ -393,9 +393,31 @@ fn the_jobs_pod_template_builds_under_podman_kube_play() {
         json!({"name": "box", "mountPath": "/boxes/tiny", "readOnly": true}),
         json!({"name": "config", "mountPath": "/config", "readOnly": true}),
     ]);
+    // What Debian 12's podman 4.3 lacks and the kubelet does: `$(VAR)` in args is
+    // expanded here, and a ConfigMap item with a directory in its path
+    // (`0/config.kiwi`) becomes a host dir of the same layout.
+    let index_vars = [
+        ("$(BOXBUILD_BOX)", "tiny"),
+        ("$(JOB_COMPLETION_INDEX)", "0"),
+    ];
+    for arg in container["args"].as_array_mut().unwrap() {
+        let mut text = arg.as_str().unwrap().to_string();
+        for (var, value) in index_vars {
+            text = text.replace(var, value);
+        }
+        *arg = json!(text);
+    }
+    let descriptions = env.tmp.path().join("descriptions");
+    fs::create_dir_all(descriptions.join("0")).unwrap();
+    fs::write(
+        descriptions.join("0/script.sh"),
+        "echo built-in-kube > artifact\n",
+    )
+    .unwrap();
     for volume in spec["volumes"].as_array_mut().unwrap() {
         if volume["name"] == "descriptions" {
-            volume["configMap"]["items"] = json!([{"key": "script.sh", "path": "0/script.sh"}]);
+            *volume = json!({"name": "descriptions",
+                "hostPath": {"path": descriptions, "type": "Directory"}});
         }
         if volume["name"] == "results" {
             volume["persistentVolumeClaim"]["claimName"] = json!(claim);
@@ -407,13 +429,15 @@ fn the_jobs_pod_template_builds_under_podman_kube_play() {
     ]);
     let pod = json!({"apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": pod_name}, "spec": spec});
-    let config_map = json!({"apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": {"name": "boxbuild-descriptions"},
-        "data": {"script.sh": "echo built-in-kube > artifact\nid -u > uid-in-box\n"}});
     let pod_file = env.tmp.path().join("pod.json");
-    let map_file = env.tmp.path().join("configmap.json");
     fs::write(&pod_file, pod.to_string()).unwrap();
-    fs::write(&map_file, config_map.to_string()).unwrap();
+    // kube play has no --ulimit: runc here cannot apply podman's default limits.
+    let containers_conf = env.tmp.path().join("containers.conf");
+    fs::write(
+        &containers_conf,
+        "[containers]\ndefault_ulimits = [\"nofile=4096:4096\", \"nproc=32768:32768\"]\n",
+    )
+    .unwrap();
 
     // The claim: a volume the pod's user (runAsUser 1000) may write, as fsGroup makes it.
     ok(&Command::new("podman")
@@ -434,8 +458,8 @@ fn the_jobs_pod_template_builds_under_podman_kube_play() {
         .unwrap());
 
     let played = Command::new("podman")
-        .args(["--runtime", "runc", "kube", "play", "--configmap"])
-        .arg(&map_file)
+        .env("CONTAINERS_CONF", &containers_conf)
+        .args(["--runtime", "runc", "kube", "play"])
         .arg(&pod_file)
         .output()
         .unwrap();
