@@ -30,7 +30,7 @@ podman=(podman --runtime runc run --cap-drop=ALL --security-opt=no-new-privilege
 
 now() { date +%s.%N; }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-secs() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", b - a}'; }
+secs() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f\n", b - a}'; }
 
 host_once() {
   local start; start=$(now)
