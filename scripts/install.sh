@@ -76,7 +76,7 @@ packages=("$qemu_pkg" qemu-utils qemu-system-common sshfs uidmap cpio e2fsprogs 
   debian-archive-keyring "$foreign_qemu" rustc "$cross_gcc" "libc6-dev-$foreign_deb-cross"
   qemu-system-misc qemu-system-ppc gcc-s390x-linux-gnu libc6-dev-s390x-cross
   gcc-powerpc64le-linux-gnu libc6-dev-ppc64el-cross gcc-riscv64-linux-gnu libc6-dev-riscv64-cross
-  docker-registry apache2-utils gpg openssl podman runc uidmap slirp4netns umoci
+  docker-registry apache2-utils gpg openssl podman runc catatonit uidmap slirp4netns umoci
   qemu-user-static binfmt-support arch-test)
 missing=()
 for p in "${packages[@]}"; do

@@ -16,3 +16,8 @@ cargo test --workspace --locked "$@"
 for backend in virtiofs sshfs; do
   BOXBUILD_TEST_SHARING=--$backend-sharing cargo test --locked --test spine "$@"
 done
+# boxbuild's container image, built by scripts/build-image.sh (kiwi in the Debian box) and
+# run under podman and `podman kube play`; its tests are ignored by a plain `cargo test`.
+python3 -c 'import kubernetes_validate' 2>/dev/null || python3 -m pip install -q --user kubernetes-validate ||
+  python3 -m pip install -q kubernetes-validate
+cargo test --locked --test image "$@" -- --ignored

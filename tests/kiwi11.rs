@@ -220,6 +220,21 @@ fn kiwi_options_the_box_cannot_honour_are_refused_before_booting() {
         assert!(stderr(&out).contains(word), "{}", stderr(&out));
         assert!(env.leftover_run_dirs().is_empty());
     }
+    // A SOURCE_DATE_EPOCH that is no number is refused, as its specification asks.
+    for bad in ["yesterday", "-1", "1.5", "99999999999999999999999"] {
+        let out = kiwi11(&env, &[], &["--no-accel", "--box", "tiny"], "kiwi", &[])
+            .env("SOURCE_DATE_EPOCH", bad)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(125), "{bad}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("SOURCE_DATE_EPOCH"),
+            "{}",
+            stderr(&out)
+        );
+        assert_eq!(stderr(&out).trim().lines().count(), 1, "{}", stderr(&out));
+        assert!(env.leftover_run_dirs().is_empty());
+    }
     // A typo in the separator is clap's usage error.
     let out = env
         .boxbuild()

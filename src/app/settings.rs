@@ -80,9 +80,11 @@ fn without_effect_in_a_container(opts: &BuildOptions) -> Vec<(&'static str, &'st
     given
 }
 
-/// Checks the options against each other, before anything slow starts. Errors: one line
-/// naming the option that a container cannot honour.
+/// Checks the options against each other and the environment, before anything slow
+/// starts. Errors: one line naming the option that a container cannot honour, or a
+/// `SOURCE_DATE_EPOCH` that is no number of seconds.
 pub fn check(opts: &BuildOptions, ui: Ui) -> Result<()> {
+    source_date_epoch(|name| std::env::var(name).ok())?;
     if opts.ssh_key.is_some() || opts.ssh_port.is_some() {
         ui.warn("--ssh-key and --ssh-port are ignored: sshfs sharing runs without SSH (docs/sharing.md)");
     }
@@ -196,15 +198,29 @@ pub fn job_settings(opts: &BuildOptions) -> JobSettings {
     JobSettings {
         kiwi_version: opts.kiwi_version.clone(),
         debug_shell: opts.box_debug,
-        source_date_epoch: source_date_epoch(|name| std::env::var(name).ok()),
+        // Checked by `check`: an invalid value is an error there.
+        source_date_epoch: source_date_epoch(|name| std::env::var(name).ok())
+            .ok()
+            .flatten(),
         // Set by app::build once the cache is shared.
         package_cache: false,
     }
 }
 
-/// `SOURCE_DATE_EPOCH` from the user's environment, if it is set and not empty.
-pub fn source_date_epoch(var: impl Fn(&str) -> Option<String>) -> Option<String> {
-    var("SOURCE_DATE_EPOCH").filter(|v| !v.trim().is_empty())
+/// `SOURCE_DATE_EPOCH` from the user's environment: `None` when unset or empty, the value
+/// when it is a decimal number of seconds since 1970-01-01 UTC. Errors: any other value,
+/// which the specification (reproducible-builds.org/specs/source-date-epoch) says a build
+/// must refuse rather than guess at.
+pub fn source_date_epoch(var: impl Fn(&str) -> Option<String>) -> Result<Option<String>> {
+    let Some(value) = var("SOURCE_DATE_EPOCH").filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    if value.bytes().all(|b| b.is_ascii_digit()) && value.parse::<u64>().is_ok() {
+        return Ok(Some(value));
+    }
+    Err(Error::setup(format!(
+        "SOURCE_DATE_EPOCH={value:?} is no number of seconds since 1970: set it to one (e.g. `git log -1 --format=%ct`) or unset it"
+    )))
 }
 
 pub fn drive_settings(opts: &BuildOptions) -> DriveSettings {
@@ -261,5 +277,20 @@ mod tests {
             .collect();
         assert_eq!(named, ["--no-accel", "--9p-sharing", "--scratch-size"]);
         check(&o, Ui::default()).unwrap();
+    }
+
+    #[test]
+    fn source_date_epoch_is_a_number_or_refused() {
+        let with = |v: &'static str| move |_: &str| Some(v.to_string());
+        assert_eq!(
+            source_date_epoch(with("1700000000")).unwrap().as_deref(),
+            Some("1700000000")
+        );
+        assert_eq!(source_date_epoch(with("")).unwrap(), None);
+        assert_eq!(source_date_epoch(|_| None).unwrap(), None);
+        for bad in ["yesterday", "-1", " 1", "1e9", "99999999999999999999999"] {
+            let err = source_date_epoch(with(bad)).unwrap_err().to_string();
+            assert!(err.contains("SOURCE_DATE_EPOCH"), "{err}");
+        }
     }
 }

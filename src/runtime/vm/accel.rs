@@ -96,15 +96,29 @@ pub fn choose(
     })
 }
 
+/// Whether boxbuild runs in a container: the `container` variable (podman, systemd-nspawn;
+/// podman's `/run/.containerenv` is missing under `--read-only`), docker's `/.dockerenv`,
+/// or a Kubernetes pod's service variables.
+fn in_container() -> bool {
+    std::env::var_os("container").is_some()
+        || Path::new("/run/.containerenv").exists()
+        || Path::new("/.dockerenv").exists()
+        || std::env::var_os("KUBERNETES_SERVICE_HOST").is_some()
+}
+
 /// `Ok(Ok(()))` when KVM works, `Ok(Err(why))` when it does not; `Err` when QEMU cannot
 /// run this configuration at all.
 fn kvm_usable(target: &ProbeTarget, scratch: &Path) -> Result<std::result::Result<(), String>> {
     let dev = Path::new("/dev/kvm");
     if !dev.exists() {
-        return Ok(Err(
+        return Ok(Err(if in_container() {
+            "/dev/kvm is not in this container (pass it in: `podman run --device /dev/kvm`; \
+             on Kubernetes, a devices.kubevirt.io/kvm resource)"
+                .into()
+        } else {
             "/dev/kvm does not exist (no hardware virtualisation, or the kvm module is not loaded)"
-                .into(),
-        ));
+                .into()
+        }));
     }
     if let Err(e) = std::fs::OpenOptions::new().read(true).write(true).open(dev) {
         return Ok(Err(format!(
