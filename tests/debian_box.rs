@@ -530,3 +530,82 @@ fn same_source_date_epoch_gives_kiwis_own_differences_only_and_packages_are_kept
     found.sort();
     assert_eq!(found, KIWI_OWN_DIFFERENCES);
 }
+
+#[test]
+fn two_builds_at_once_fill_one_package_cache_with_whole_packages() {
+    let env = Env::new();
+    let description = repo_root().join("examples/debian-tarball");
+    let builds: Vec<_> = (1..=2)
+        .map(|n| {
+            env.boxbuild()
+                .env("BOXBUILD_CONFIG", debian_box_dir().join("catalog.toml"))
+                .args(["--box", "debian", "--container", "kiwi", "--description"])
+                .arg(&description)
+                .arg("--target-dir")
+                .arg(env.tmp.path().join(format!("out{n}")))
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut downloaded = Vec::new();
+    for build in builds {
+        let out = build.wait_with_output().unwrap();
+        ok(&out);
+        let log = stderr(&out);
+        let line = log
+            .lines()
+            .find(|l| l.contains("boxbuild-kiwi: package cache:"))
+            .unwrap_or_else(|| panic!("no package cache line in {log}"))
+            .to_string();
+        let before = &line[..line.find(" downloaded").unwrap()];
+        downloaded.push(
+            before
+                .split_whitespace()
+                .last()
+                .unwrap()
+                .parse::<usize>()
+                .unwrap(),
+        );
+    }
+    // Each package once, whole: no partial copies, every .deb readable to its end.
+    let cache = env
+        .cache_dir()
+        .join(format!("packages/debian/{}", std::env::consts::ARCH));
+    let mut debs = Vec::new();
+    let mut stack = vec![cache.clone()];
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            assert!(
+                !name.contains(".part-"),
+                "a partial copy is left: {}",
+                path.display()
+            );
+            if path.is_dir() {
+                stack.push(path);
+            } else if name.ends_with(".deb") {
+                debs.push(path);
+            }
+        }
+    }
+    assert!(downloaded[0] > 50, "{downloaded:?}");
+    assert_eq!(downloaded[0], downloaded[1]);
+    assert_eq!(
+        debs.len(),
+        downloaded[0],
+        "{downloaded:?} in {}",
+        cache.display()
+    );
+    for deb in &debs {
+        let check = Command::new("dpkg-deb")
+            .arg("--contents")
+            .arg(deb)
+            .output()
+            .unwrap();
+        assert!(check.status.success(), "{} is damaged", deb.display());
+    }
+    assert!(env.leftover_run_dirs().is_empty());
+}
