@@ -6,7 +6,9 @@
 # One run each. Prints a Markdown section; scripts/bench.sh can put it into
 # docs/benchmarks.md (BENCH_STASH_FILE, as BENCH_KIWI_FILE).
 #
-#   scripts/bench-stash.sh            (BOXBUILD_CONFIG: a catalog naming the debian box)
+#   scripts/bench-stash.sh
+#
+# The box: $BOXBUILD_TEST_DEBIAN_BOX_DIR, else the one registered as 'debian'.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 [ -x "$HOME/.cargo/bin/cargo" ] && export PATH=$HOME/.cargo/bin:$PATH
@@ -15,6 +17,9 @@ boxbuild=$here/target/release/boxbuild
 work=$(mktemp -d "${TMPDIR:-/var/tmp}/bench-stash.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 export BOXBUILD_STASH_DIR=$work/stashes
+if [ -n "${BOXBUILD_TEST_DEBIAN_BOX_DIR:-}" ]; then
+  export BOXBUILD_CONFIG=$BOXBUILD_TEST_DEBIAN_BOX_DIR/catalog.toml
+fi
 desc=$here/examples/debian-tarball
 now() { date +%s.%N; }
 since() { printf '%.0f' "$(echo "$(now) - $1" | bc -l)"; }

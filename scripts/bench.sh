@@ -17,9 +17,12 @@
 #   (scripts/bench-registry.sh).
 # - cross-architecture builds (scripts/bench-cross.sh): the example for aarch64 in the VM,
 #   with --container through qemu-user, and the native build (slow; BENCH_CROSS=0 skips it).
-# BENCH_KIWI_FILE=FILE (BENCH_CROSS_FILE=FILE) takes the Debian box (cross-architecture)
-# section from an earlier `scripts/bench-kiwi.sh > FILE` (`scripts/bench-cross.sh > FILE`)
-# instead of measuring it again.
+# - the package cache kept across builds (scripts/bench-packages.sh): first and second
+#   build, VM and --container, packages and bytes downloaded (slow; BENCH_PACKAGES=0);
+# - stashes and stackbuild (scripts/bench-stash.sh; BENCH_STASH=0 skips it);
+# - boxbuild's own container image (scripts/bench-image.sh; BENCH_IMAGE=0 skips it).
+# BENCH_NAME_FILE=FILE (NAME: KIWI, CROSS, PACKAGES, STASH, IMAGE) takes that section from an
+# earlier `scripts/bench-name.sh > FILE` instead of measuring it again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-7}
@@ -104,19 +107,26 @@ cache_section=$(scripts/bench-cache.sh 2048 "$(( runs < 3 ? runs : 3 ))")
 sharing_section=$(scripts/bench-sharing.sh)
 plugin_section=$(scripts/bench-plugin.sh 5)
 registry_section=$(scripts/bench-registry.sh 5)
-cross_section="(not measured in this run: BENCH_CROSS=0)"
-if [ -n "${BENCH_CROSS_FILE:-}" ]; then
-  cross_section=$(cat "$BENCH_CROSS_FILE")
-elif [ "${BENCH_CROSS:-1}" != 0 ]; then
-  cross_section=$(scripts/bench-cross.sh)
-fi
-kiwi_section="(not measured in this run: BENCH_KIWI=0)"
-if [ -n "${BENCH_KIWI_FILE:-}" ]; then
-  # A section scripts/bench-kiwi.sh wrote earlier (it takes tens of minutes).
-  kiwi_section=$(cat "$BENCH_KIWI_FILE")
-elif [ "${BENCH_KIWI:-1}" != 0 ]; then
-  kiwi_section=$(scripts/bench-kiwi.sh)
-fi
+# SECTION NAME SCRIPT ARGS...: a section measured by SCRIPT, or taken from $BENCH_NAME_FILE,
+# or skipped with BENCH_NAME=0.
+section() {
+  local name=$1 file skip
+  shift
+  file=BENCH_${name}_FILE skip=BENCH_${name}
+  if [ -n "${!file:-}" ]; then
+    cat "${!file}"
+  elif [ "${!skip:-1}" != 0 ]; then
+    # These name their own boxes (the Debian box, or the tiny one by its dir).
+    env -u BOXBUILD_CONFIG "$@"
+  else
+    echo "(not measured in this run: $skip=0)"
+  fi
+}
+cross_section=$(section CROSS scripts/bench-cross.sh)
+kiwi_section=$(section KIWI scripts/bench-kiwi.sh)
+packages_section=$(section PACKAGES scripts/bench-packages.sh)
+stash_section=$(section STASH scripts/bench-stash.sh)
+image_section=$(section IMAGE scripts/bench-image.sh)
 cat >docs/benchmarks.md <<MD
 # Benchmarks
 
@@ -150,7 +160,13 @@ $sharing_section
 
 $kiwi_section
 
+$packages_section
+
+$stash_section
+
 $cross_section
+
+$image_section
 
 $registry_section
 
