@@ -453,6 +453,20 @@ fn differing_files(a: &std::path::Path, b: &std::path::Path, rel: &str, found: &
     }
 }
 
+/// boxbuild-kiwi's count of the packages a build took from the package cache and those it
+/// downloaded, from its line `package cache: R packages reused, D downloaded, S stored`.
+fn package_counts(log: &str) -> (usize, usize) {
+    let line = log
+        .lines()
+        .find(|l| l.contains("boxbuild-kiwi: package cache:"))
+        .unwrap_or_else(|| panic!("no package cache line in {log}"));
+    let num = |word: &str| -> usize {
+        let before = &line[..line.find(word).unwrap()];
+        before.split_whitespace().last().unwrap().parse().unwrap()
+    };
+    (num(" packages reused"), num(" downloaded"))
+}
+
 #[test]
 fn same_source_date_epoch_gives_kiwis_own_differences_only_and_packages_are_kept() {
     let env = Env::new();
@@ -477,20 +491,9 @@ fn same_source_date_epoch_gives_kiwis_own_differences_only_and_packages_are_kept
         targets.push(target);
     }
     // The second build downloads nothing the first fetched.
-    let counts = |log: &str| -> (u32, u32) {
-        let line = log
-            .lines()
-            .find(|l| l.contains("boxbuild-kiwi: package cache:"))
-            .unwrap_or_else(|| panic!("no package cache line in {log}"));
-        let num = |word: &str| -> u32 {
-            let before = &line[..line.find(word).unwrap()];
-            before.split_whitespace().last().unwrap().parse().unwrap()
-        };
-        (num(" packages reused"), num(" downloaded"))
-    };
-    let (_, fetched) = counts(&logs[0]);
+    let (_, fetched) = package_counts(&logs[0]);
     assert!(fetched > 50, "{}", logs[0]);
-    assert_eq!(counts(&logs[1]), (fetched, 0), "{}", logs[1]);
+    assert_eq!(package_counts(&logs[1]), (fetched, 0), "{}", logs[1]);
     // Everything but the tarball is byte-identical.
     for suffix in [".packages", ".changes.xz"] {
         assert_eq!(
@@ -553,21 +556,9 @@ fn two_builds_at_once_fill_one_package_cache_with_whole_packages() {
     for build in builds {
         let out = build.wait_with_output().unwrap();
         ok(&out);
-        let log = stderr(&out);
-        let line = log
-            .lines()
-            .find(|l| l.contains("boxbuild-kiwi: package cache:"))
-            .unwrap_or_else(|| panic!("no package cache line in {log}"))
-            .to_string();
-        let before = &line[..line.find(" downloaded").unwrap()];
-        downloaded.push(
-            before
-                .split_whitespace()
-                .last()
-                .unwrap()
-                .parse::<usize>()
-                .unwrap(),
-        );
+        // Everything kiwi installed: what it found kept plus what it fetched.
+        let (reused, fetched) = package_counts(&stderr(&out));
+        downloaded.push(reused + fetched);
     }
     // Each package once, whole: no partial copies, every .deb readable to its end.
     let cache = env
