@@ -552,13 +552,13 @@ fn two_builds_at_once_fill_one_package_cache_with_whole_packages() {
                 .unwrap()
         })
         .collect();
-    let mut downloaded = Vec::new();
+    let mut installed = Vec::new();
     for build in builds {
         let out = build.wait_with_output().unwrap();
         ok(&out);
         // Everything kiwi installed: what it found kept plus what it fetched.
         let (reused, fetched) = package_counts(&stderr(&out));
-        downloaded.push(reused + fetched);
+        installed.push(reused + fetched);
     }
     // Each package once, whole: no partial copies, every .deb readable to its end.
     let cache = env
@@ -582,12 +582,12 @@ fn two_builds_at_once_fill_one_package_cache_with_whole_packages() {
             }
         }
     }
-    assert!(downloaded[0] > 50, "{downloaded:?}");
-    assert_eq!(downloaded[0], downloaded[1]);
+    assert!(installed[0] > 50, "{installed:?}");
+    assert_eq!(installed[0], installed[1]);
     assert_eq!(
         debs.len(),
-        downloaded[0],
-        "{downloaded:?} in {}",
+        installed[0],
+        "{installed:?} in {}",
         cache.display()
     );
     for deb in &debs {
