@@ -600,3 +600,55 @@ fn two_builds_at_once_fill_one_package_cache_with_whole_packages() {
     }
     assert!(env.leftover_run_dirs().is_empty());
 }
+
+/// examples/debian-tarball with its signing key inside the description, named by kiwi 11's
+/// `this://` (relative to the description), built in kiwi 11's own command form.
+#[test]
+fn this_uris_in_the_description_are_read_in_the_box_in_kiwi_11s_form() {
+    let env = Env::new();
+    let description = env.tmp.path().join("desc");
+    fs::create_dir_all(description.join("keys")).unwrap();
+    fs::copy(
+        "/usr/share/keyrings/debian-archive-keyring.gpg",
+        description.join("keys/debian.gpg"),
+    )
+    .unwrap();
+    let config = fs::read_to_string(repo_root().join("examples/debian-tarball/config.kiwi"))
+        .unwrap()
+        .replace(
+            "file:///usr/share/keyrings/debian-archive-keyring.gpg",
+            "this://keys/debian.gpg",
+        );
+    assert!(config.contains("this://keys/debian.gpg"));
+    fs::write(description.join("config.kiwi"), &config).unwrap();
+    let build = |target: &str| {
+        env.boxbuild()
+            .env("BOXBUILD_CONFIG", debian_box_dir().join("catalog.toml"))
+            .args(["--type", "tbz", "system", "boxbuild", "--box", "debian"])
+            .args(["--container", "kiwi", "--description"])
+            .arg(&description)
+            .arg("--target-dir")
+            .arg(env.tmp.path().join(target))
+            .output()
+            .unwrap()
+    };
+    let out = build("out");
+    ok(&out);
+    check_root_tarball(&env.tmp.path().join("out"));
+    // The key is really read from the description: without it the build fails naming it.
+    fs::rename(
+        description.join("keys/debian.gpg"),
+        description.join("keys/gone.gpg"),
+    )
+    .unwrap();
+    let out = build("out-nokey");
+    assert_ne!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        fs::read_to_string(env.tmp.path().join("out-nokey/result.log"))
+            .unwrap()
+            .contains("keys/debian.gpg"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(env.leftover_run_dirs().is_empty());
+}
