@@ -167,7 +167,7 @@ fn describe(kind: tar::EntryType) -> &'static str {
 pub struct Owner {
     pub uid: u64,
     pub gid: u64,
-    /// The file's mode; its directories get the same bits plus search (`x`) where read is.
+    /// The file's mode; the directories above it get 0755.
     pub mode: u32,
     pub mtime: u64,
 }
@@ -192,7 +192,6 @@ pub fn write_one_file(
         h.set_size(size);
         h
     };
-    let dir_mode = owner.mode | ((owner.mode & 0o444) >> 2);
     let mut above = String::new();
     for part in name
         .split('/')
@@ -204,7 +203,7 @@ pub fn write_one_file(
     {
         above.push_str(part);
         above.push('/');
-        let mut h = header(tar::EntryType::Directory, dir_mode, 0);
+        let mut h = header(tar::EntryType::Directory, 0o755, 0);
         builder.append_data(&mut h, &above, std::io::empty())?;
     }
     let file = crate::sys::files::open_regular(source)?;
@@ -272,7 +271,7 @@ mod tests {
         assert_eq!(
             entries,
             vec![
-                ("disk/".to_string(), 107, 0o555),
+                ("disk/".to_string(), 107, 0o755),
                 ("disk/box.qcow2".to_string(), 107, 0o444)
             ]
         );

@@ -29,6 +29,13 @@ pub fn tiny_box_dir() -> &'static Path {
     })
 }
 
+/// The tiny box's version, as its catalog names it.
+pub fn tiny_version() -> String {
+    let text = fs::read_to_string(tiny_box_dir().join("catalog.toml")).unwrap();
+    let line = text.lines().find(|l| l.starts_with("version = ")).unwrap();
+    line.split('"').nth(1).unwrap().to_string()
+}
+
 /// The tiny box of another architecture (its agent cross-built by boxes/lib/build-agent.sh).
 pub fn foreign_tiny_box_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
