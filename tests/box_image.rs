@@ -387,3 +387,63 @@ fn a_disk_only_image_in_kiwis_oci_layout_is_refused_saying_what_it_lacks() {
     assert!(line.contains("lacks the kernel (/boot/kernel)"), "{line}");
     assert!(line.contains("--format container"), "{line}");
 }
+
+#[test]
+#[ignore = "a real KIWI disk build in the Debian box (minutes under TCG); scripts/e2e-kiwi.sh box-image runs it"]
+fn a_disk_image_kiwi_built_with_format_oci_qcow2_is_refused_saying_what_it_lacks() {
+    // SAFETY: getuid cannot fail.
+    if unsafe { libc::getuid() } != 0 {
+        return; // A disk build needs loop devices: a privileged container, as root.
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Registry::start(dir.path(), None);
+    let setup = tiny_setup(&registry);
+    // examples/debian-disk as KIWI's OCI disk format: the qcow2 disk in a container image.
+    let desc = setup.env.tmp.path().join("oci-disk");
+    fs::create_dir_all(&desc).unwrap();
+    let kiwi = fs::read_to_string(common::repo_root().join("examples/debian-disk/config.kiwi"))
+        .unwrap()
+        .replace("name=\"debian-disk\"", "name=\"oci-disk\"")
+        .replace("format=\"qcow2\"", "format=\"oci:qcow2\"");
+    assert!(kiwi.contains("format=\"oci:qcow2\""), "{kiwi}");
+    fs::write(desc.join("config.kiwi"), kiwi).unwrap();
+    let out = setup
+        .env
+        .boxbuild()
+        .env(
+            "BOXBUILD_CONFIG",
+            common::debian_box_dir().join("catalog.toml"),
+        )
+        .args(["--box", "debian", "--container", "--", "--description"])
+        .arg(&desc)
+        .arg("--target-dir")
+        .arg(&setup.env.out)
+        .output()
+        .unwrap();
+    ok(&out);
+    let archive = fs::read_dir(&setup.env.out)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().contains(".oci.tar"))
+        .unwrap_or_else(|| panic!("no OCI archive in {}", setup.env.out.display()));
+    let plain = setup.env.tmp.path().join("image.oci.tar");
+    ok(&Command::new("sh")
+        .arg("-c")
+        .arg("case \"$1\" in *.xz) xz -dc \"$1\" ;; *) cat \"$1\" ;; esac > \"$2\"")
+        .args(["-", archive.to_str().unwrap(), plain.to_str().unwrap()])
+        .output()
+        .unwrap());
+    skopeo(&[
+        "copy",
+        "--dest-tls-verify=false",
+        &format!("oci-archive:{}", plain.display()),
+        &format!("docker://{}/kiwi/oci-disk:1", registry.addr),
+    ]);
+    let line = refused(&setup.build(&format!("oci://{}/kiwi/oci-disk:1", registry.addr)));
+    assert!(
+        line.contains("holds the disk /disk/oci-disk.") && line.contains(".qcow2 but is not a box"),
+        "{line}"
+    );
+    assert!(line.contains("lacks the kernel (/boot/kernel)"), "{line}");
+}
