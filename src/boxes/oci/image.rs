@@ -292,14 +292,20 @@ pub fn version_entry(
     let Some(config) = config_from_labels(labels)? else {
         return Err(not_a_box(None));
     };
+    let named: Vec<(Role, String)> = FILES
+        .iter()
+        .filter_map(
+            |(role, default_path)| match labels.get(&label(role.name())) {
+                Some(path) => Some((*role, path.clone())),
+                None if *role == Role::Kernel => Some((*role, format!("/{default_path}"))),
+                None => None,
+            },
+        )
+        .collect();
+    let paths: Vec<String> = named.iter().map(|(_, path)| path.clone()).collect();
     let mut files: BTreeMap<Role, FileRef> = BTreeMap::new();
-    for (role, default_path) in FILES {
-        let path = match labels.get(&label(role.name())) {
-            Some(path) => path.clone(),
-            None if role == Role::Kernel => format!("/{default_path}"),
-            None => continue,
-        };
-        let layer = layer_holding(manifest, &path)?;
+    for (index, (role, path)) in named.into_iter().enumerate() {
+        let layer = layer_holding(manifest, &paths, index)?;
         if !READABLE_LAYERS.contains(&layer.media_type.as_str()) {
             return Err(format!(
                 "layer {} has the media type '{}', which is not a tar layer",
@@ -331,25 +337,36 @@ pub fn version_entry(
     )
 }
 
-/// The layer holding `path`: the one annotated with it, else the only layer.
+/// The layer holding the `index`th of the image's `files` paths (in [`FILES`] order): the
+/// layer annotated with its path; else, where a copy dropped the layers' annotations (a
+/// registry-to-layout copy that recompressed them) but kept boxbuild's layer order (the
+/// files in that order, then `labels.json`), the layer at that place; else the only layer.
 fn layer_holding<'m>(
     manifest: &'m OciImageManifest,
-    path: &str,
+    files: &[String],
+    index: usize,
 ) -> Result<&'m OciDescriptor, String> {
+    let path = files.get(index).map(String::as_str).unwrap_or_default();
+    let normalised = crate::sys::archive::normalise(path);
     let annotated = manifest.layers.iter().find(|l| {
         l.annotations
             .as_ref()
             .and_then(|a| a.get(PATH_ANNOTATION))
-            .is_some_and(|p| {
-                crate::sys::archive::normalise(p) == crate::sys::archive::normalise(path)
-            })
+            .is_some_and(|p| crate::sys::archive::normalise(p) == normalised)
     });
-    match (annotated, manifest.layers.as_slice()) {
+    let unannotated = manifest.layers.iter().all(|l| {
+        l.annotations
+            .as_ref()
+            .is_none_or(|a| !a.contains_key(PATH_ANNOTATION))
+    });
+    let layers = manifest.layers.as_slice();
+    match (annotated, layers) {
         (Some(layer), _) => Ok(layer),
         (None, [only]) => Ok(only),
+        (None, _) if unannotated && layers.len() == files.len() + 1 => Ok(&layers[index]),
         (None, _) => Err(format!(
-            "no layer is annotated {PATH_ANNOTATION}={path} among the image's {} layers; push the image with 'boxbuild box push --format container' (one layer per file) or make it of one layer",
-            manifest.layers.len()
+            "no layer is annotated {PATH_ANNOTATION}={path} among the image's {} layers, and they are not one per file in boxbuild's order; push the image with 'boxbuild box push --format container' or make it of one layer",
+            layers.len()
         )),
     }
 }
@@ -449,6 +466,16 @@ mod tests {
         let m = manifest(config_descriptor, layers, &labels, "1.0");
         let found = box_labels(&text, &m).unwrap();
         let v = version_entry(&found, &m, |digest| format!("oci://r/x@{digest}")).unwrap();
+        // A copy without the layers' annotations: one layer per file in boxbuild's order.
+        let mut copied = m.clone();
+        copied.layers.push(layer(LABELS_PATH, &k, 1));
+        copied.layers.iter_mut().for_each(|l| l.annotations = None);
+        let c = version_entry(&found, &copied, |digest| digest.to_string()).unwrap();
+        assert_eq!(c.kernel.url.as_deref(), Some(k.as_str()));
+        assert_eq!(c.disk.as_ref().unwrap().url.as_deref(), Some(d.as_str()));
+        copied.layers.pop();
+        let e = version_entry(&found, &copied, |digest| digest.to_string()).unwrap_err();
+        assert!(e.contains("not one per file"), "{e}");
         assert_eq!(v.kernel.member.as_deref(), Some("boot/kernel"));
         assert_eq!(
             v.disk.as_ref().unwrap().url.as_deref(),
