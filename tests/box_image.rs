@@ -306,6 +306,51 @@ fn a_signed_box_image_verifies_and_a_tampered_or_corrupted_one_is_refused() {
 }
 
 #[test]
+fn two_architectures_are_one_image_index_of_two_images() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Registry::start(dir.path(), None);
+    let setup = Setup::new(&[&registry.addr], common::two_arch_catalog);
+    let docker = format!("docker://{}/boxes/tiny-image:2", registry.addr);
+    setup.push(
+        &format!("oci://{}/boxes/tiny-image:2", registry.addr),
+        &["--format", "container"],
+    );
+    let index = json(&skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        "--raw",
+        &docker,
+    ]));
+    let mut platforms: Vec<String> = Vec::new();
+    for entry in index["manifests"].as_array().unwrap() {
+        let arch = entry["platform"]["architecture"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        // Each architecture's image carries its own arch label and config architecture.
+        let inspected = json(&skopeo(&[
+            "inspect",
+            "--tls-verify=false",
+            "--override-arch",
+            &arch,
+            &docker,
+        ]));
+        assert_eq!(inspected["Architecture"], arch.as_str());
+        let label = inspected["Labels"]["org.boxbuild.box.arch"]
+            .as_str()
+            .unwrap();
+        assert_eq!(
+            label,
+            if arch == "amd64" { "x86_64" } else { "aarch64" },
+            "{inspected}"
+        );
+        platforms.push(arch);
+    }
+    platforms.sort();
+    assert_eq!(platforms, ["amd64", "arm64"]);
+}
+
+#[test]
 fn a_directory_that_is_not_a_box_image_is_refused_in_one_line() {
     let env = Env::new();
     let empty = env.tmp.path().join("empty");

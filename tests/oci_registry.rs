@@ -8,21 +8,11 @@ mod common;
 
 use common::http::HttpServer;
 use common::registry::{key_pair, CuttingProxy, Registry, Setup};
-use common::{foreign_tiny_box_dir, ok, stderr, stdout, tiny_box_dir, tiny_version, Env};
+use common::{ok, stderr, stdout, tiny_box_dir, tiny_version, two_arch_catalog, Env};
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
-
-/// A catalog naming the tiny box for this architecture and the other one.
-fn two_arch_catalog(dir: &Path) -> PathBuf {
-    let host = fs::read_to_string(tiny_box_dir().join("catalog.toml")).unwrap();
-    let foreign = fs::read_to_string(foreign_tiny_box_dir().join("catalog.toml")).unwrap();
-    let versions = &foreign[foreign.find("[[boxes.tiny.versions]]").unwrap()..];
-    let path = dir.join("two-arch.toml");
-    fs::write(&path, format!("{host}\n{versions}")).unwrap();
-    path
-}
 
 /// The test's environment with the two-architecture catalog and plain HTTP for `addrs`.
 fn two_arch_setup(addrs: &[&str]) -> Setup {
