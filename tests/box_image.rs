@@ -476,7 +476,10 @@ fn a_disk_image_kiwi_built_with_format_oci_qcow2_is_refused_saying_what_it_lacks
         .unwrap()
         .flatten()
         .map(|e| e.path())
-        .find(|p| p.to_string_lossy().contains(".oci.tar"))
+        .find(|p| {
+            let name = p.to_string_lossy();
+            name.ends_with(".oci.tar") || name.ends_with(".oci.tar.xz")
+        })
         .unwrap_or_else(|| panic!("no OCI archive in {}", setup.env.out.display()));
     let plain = setup.env.tmp.path().join("image.oci.tar");
     ok(&Command::new("sh")
