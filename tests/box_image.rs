@@ -495,6 +495,7 @@ fn a_disk_image_kiwi_built_with_format_oci_qcow2_is_refused_saying_what_it_lacks
         &format!("docker://{}/kiwi/oci-disk:1", registry.addr),
     ]);
     let line = refused(&setup.build(&format!("oci://{}/kiwi/oci-disk:1", registry.addr)));
+    eprintln!("refused: {line}");
     assert!(
         line.contains("holds the disk /disk/oci-disk.") && line.contains(".qcow2 but is not a box"),
         "{line}"
