@@ -3,7 +3,13 @@
 # Debian box, each artifact checked for real. Under TCG this takes a while (see
 # docs/benchmarks.md); it is not part of scripts/test.sh.
 #
-#   scripts/e2e-kiwi.sh [tarball] [disk] [container] [cross] [packages]   (default: the first three)
+#   scripts/e2e-kiwi.sh [tarball] [disk] [container] [cross] [packages] [box-image]
+#                       (default: the first three)
+#
+# `box-image` builds examples/debian-disk with format="oci:qcow2" (KIWI's disk in a
+# container image) with --container, pushes it to a registry on 127.0.0.1 and checks that
+# boxbuild refuses it as a box in one line naming the disk and what it lacks
+# (tests/box_image.rs; docs/box-images.md).
 #
 # `cross` builds examples/debian-tarball for aarch64 in the aarch64 VM (TCG) and with
 # --container through the host's qemu-user (scripts/bench-cross.sh; the aarch64 Debian box
@@ -119,6 +125,20 @@ for example in "${examples[@]}"; do
     else
       echo "FAIL packages $(( $(date +%s) - start ))s; the last lines of its output:"
       tail -n 30 "$work/packages.log" "$work/packages-1.log" 2>/dev/null | sed 's/^/  | /'
+      failed=1
+    fi
+    continue
+  fi
+  if [ "$example" = box-image ]; then
+    start=$(date +%s)
+    echo ">> box-image: a KIWI oci:qcow2 disk image offered as a box"
+    if (cd "$here" && cargo test --locked -q --test box_image -- --ignored --exact \
+        a_disk_image_kiwi_built_with_format_oci_qcow2_is_refused_saying_what_it_lacks) \
+        >"$work/box-image.log" 2>&1; then
+      echo "PASS box-image $(( $(date +%s) - start ))s"
+    else
+      echo "FAIL box-image $(( $(date +%s) - start ))s; the last lines of its output:"
+      tail -n 30 "$work/box-image.log" | sed 's/^/  | /'
       failed=1
     fi
     continue

@@ -50,6 +50,13 @@ pub struct BoxArgs {
     pub command: BoxCommand,
 }
 
+/// What `box push` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PushFormat {
+    Box,
+    Container,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum BoxCommand {
     /// List the boxes the catalogs know and the versions at hand.
@@ -119,6 +126,11 @@ pub enum BoxCommand {
         /// Store the disk zstd-compressed (smaller transfers; decompressed once at pull).
         #[arg(long)]
         zstd: bool,
+        /// What to write: 'box', boxbuild's box format (an OCI artifact), or 'container',
+        /// an ordinary container image with the disk at /disk/box.qcow2 and kernel, initrd
+        /// and settings under /boot/ (KubeVirt's containerDisk, KIWI's oci: layout).
+        #[arg(long, value_enum, default_value_t = PushFormat::Box)]
+        format: PushFormat,
     },
     /// Sign what an OCI reference names now, as cosign does (signature stored beside it).
     Sign {

@@ -7,89 +7,20 @@
 mod common;
 
 use common::http::HttpServer;
-use common::registry::{registries_conf, CuttingProxy, Registry};
-use common::{foreign_tiny_box_dir, ok, stderr, stdout, tiny_box_dir, Env};
+use common::registry::{key_pair, CuttingProxy, Registry, Setup};
+use common::{ok, stderr, stdout, tiny_box_dir, tiny_version, two_arch_catalog, Env};
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-/// A catalog naming the tiny box for this architecture and the other one.
-fn two_arch_catalog(dir: &Path) -> PathBuf {
-    let host = fs::read_to_string(tiny_box_dir().join("catalog.toml")).unwrap();
-    let foreign = fs::read_to_string(foreign_tiny_box_dir().join("catalog.toml")).unwrap();
-    let versions = &foreign[foreign.find("[[boxes.tiny.versions]]").unwrap()..];
-    let path = dir.join("two-arch.toml");
-    fs::write(&path, format!("{host}\n{versions}")).unwrap();
-    path
-}
-
-fn tiny_version() -> String {
-    let text = fs::read_to_string(tiny_box_dir().join("catalog.toml")).unwrap();
-    let line = text.lines().find(|l| l.starts_with("version = ")).unwrap();
-    line.split('"').nth(1).unwrap().to_string()
-}
-
-/// The test's environment plus the registry settings: plain HTTP allowed for `addrs`.
-struct Setup {
-    env: Env,
-    conf: PathBuf,
-    catalog: PathBuf,
-}
-
-impl Setup {
-    fn new(addrs: &[&str]) -> Setup {
-        let env = Env::new();
-        let conf = registries_conf(env.tmp.path(), addrs);
-        let catalog = two_arch_catalog(env.tmp.path());
-        Setup { env, conf, catalog }
-    }
-
-    fn command(&self) -> Command {
-        let mut c = self.env.boxbuild();
-        c.env("BOXBUILD_CONFIG", &self.catalog)
-            .env("CONTAINERS_REGISTRIES_CONF", &self.conf)
-            .env(
-                "REGISTRY_AUTH_FILE",
-                self.env.tmp.path().join("no-auth.json"),
-            );
-        c
-    }
-
-    fn manage(&self, args: &[&str]) -> Output {
-        self.command().arg("box").args(args).output().unwrap()
-    }
-
-    fn build(&self, reference: &str) -> Output {
-        self.command()
-            .args(["--no-accel", "--box", reference, "--"])
-            .arg("--description")
-            .arg(&self.env.desc)
-            .arg("--target-dir")
-            .arg(&self.env.out)
-            .output()
-            .unwrap()
-    }
+/// The test's environment with the two-architecture catalog and plain HTTP for `addrs`.
+fn two_arch_setup(addrs: &[&str]) -> Setup {
+    Setup::new(addrs, two_arch_catalog)
 }
 
 fn push(setup: &Setup, target: &str, extra: &[&str]) -> String {
-    let out = setup.manage(
-        &[
-            &["push", &format!("tiny@{}", tiny_version()), target][..],
-            extra,
-        ]
-        .concat(),
-    );
-    ok(&out);
-    // "pushed tiny@V (aarch64, x86_64) to REF as sha256:..."
-    let text = stdout(&out);
-    let digest = text
-        .split_whitespace()
-        .find(|w| w.starts_with("sha256:"))
-        .unwrap_or_else(|| panic!("no digest in {text}"))
-        .trim_end_matches(',')
-        .to_string();
-    digest
+    setup.push(target, extra)
 }
 
 fn blob_gets(registry: &Registry) -> Vec<String> {
@@ -104,7 +35,7 @@ fn blob_gets(registry: &Registry) -> Vec<String> {
 fn pushed_box_pulls_boots_by_tag_and_digest_and_is_then_offline() {
     let dir = tempfile::tempdir().unwrap();
     let registry = Registry::start(dir.path(), None);
-    let setup = Setup::new(&[&registry.addr]);
+    let setup = two_arch_setup(&[&registry.addr]);
     let reference = format!("oci://{}/boxes/tiny:1", registry.addr);
     let digest = push(&setup, &reference, &[]);
 
@@ -214,7 +145,7 @@ fn a_cut_blob_resumes_and_a_corrupted_blob_is_refused() {
     let disk = fs::read(tiny_box_dir().join("disk.qcow2")).unwrap();
     let disk_digest = format!("sha256:{}", hex(&sha2_digest(&disk)));
     let proxy = CuttingProxy::start(&registry.addr, &disk_digest, disk.len() as u64 / 2);
-    let setup = Setup::new(&[&registry.addr, &proxy.addr]);
+    let setup = two_arch_setup(&[&registry.addr, &proxy.addr]);
     push(
         &setup,
         &format!("oci://{}/boxes/tiny:1", registry.addr),
@@ -239,7 +170,7 @@ fn a_cut_blob_resumes_and_a_corrupted_blob_is_refused() {
     // A blob whose bytes changed in the registry: refused, nothing installed.
     let registry_dir = tempfile::tempdir().unwrap();
     let second = Registry::start(registry_dir.path(), None);
-    let setup = Setup::new(&[&second.addr]);
+    let setup = two_arch_setup(&[&second.addr]);
     let reference = format!("oci://{}/boxes/tiny:1", second.addr);
     push(&setup, &reference, &[]);
     let blob = second.blob_file(&disk_digest);
@@ -273,7 +204,7 @@ fn hex(bytes: &[u8]) -> String {
 fn skopeo_and_oras_read_what_boxbuild_pushed() {
     let dir = tempfile::tempdir().unwrap();
     let registry = Registry::start(dir.path(), None);
-    let setup = Setup::new(&[&registry.addr]);
+    let setup = two_arch_setup(&[&registry.addr]);
     push(
         &setup,
         &format!("oci://{}/boxes/tiny:1", registry.addr),
@@ -366,7 +297,7 @@ fn basic_auth_refuses_without_credentials_and_works_with_auth_json() {
         .expect("htpasswd (Debian package apache2-utils)");
     assert!(made.status.success());
     let registry = Registry::start(dir.path(), Some(&htpasswd));
-    let setup = Setup::new(&[&registry.addr]);
+    let setup = two_arch_setup(&[&registry.addr]);
     let auth = setup.env.tmp.path().join("auth.json");
     // base64("builder:s3cret")
     fs::write(
@@ -409,52 +340,18 @@ fn basic_auth_refuses_without_credentials_and_works_with_auth_json() {
     ok(&out);
 }
 
-fn openssl(args: &[&str]) {
-    let out = Command::new("openssl").args(args).output().unwrap();
-    assert!(out.status.success(), "openssl {args:?}: {}", stderr(&out));
-}
-
-fn key_pair(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
-    let private = dir.join(format!("{name}.key"));
-    let public = dir.join(format!("{name}.pub"));
-    openssl(&[
-        "genpkey",
-        "-algorithm",
-        "EC",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-out",
-        private.to_str().unwrap(),
-    ]);
-    openssl(&[
-        "pkey",
-        "-in",
-        private.to_str().unwrap(),
-        "-pubout",
-        "-out",
-        public.to_str().unwrap(),
-    ]);
-    (private, public)
-}
-
 #[test]
 fn signatures_are_required_where_trust_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let registry = Registry::start(dir.path(), None);
-    let setup = Setup::new(&[&registry.addr]);
+    let setup = two_arch_setup(&[&registry.addr]);
     let (good_key, good_pub) = key_pair(dir.path(), "good");
     let (other_key, _) = key_pair(dir.path(), "other");
-    let config = setup.env.tmp.path().join("home/.config/boxbuild");
-    fs::create_dir_all(&config).unwrap();
-    fs::write(
-        config.join("trust.toml"),
-        format!(
-            "[[source]]\nprefix = \"oci://{}/signed/\"\nkeys = [\"{}\"]\n",
-            registry.addr,
-            good_pub.display()
-        ),
-    )
-    .unwrap();
+    setup.trust(&format!(
+        "[[source]]\nprefix = \"oci://{}/signed/\"\nkeys = [\"{}\"]\n",
+        registry.addr,
+        good_pub.display()
+    ));
     let base = format!("oci://{}/signed/tiny", registry.addr);
 
     // Signed with the trusted key: it boots.
@@ -484,7 +381,7 @@ fn signatures_are_required_where_trust_says_so() {
         &format!("{base}:tampered"),
         &["--sign-key", good_key.to_str().unwrap()],
     );
-    tamper(&registry, "signed/tiny", "tampered", &signed_digest);
+    registry.tamper("signed/tiny", "tampered", &signed_digest);
     for (tag, why) in [
         ("unsigned", "unsigned"),
         ("other", "does not verify"),
@@ -506,38 +403,6 @@ fn signatures_are_required_where_trust_says_so() {
     // A box outside the rule's prefix needs no signature.
     push(&setup, &format!("oci://{}/open/tiny:1", registry.addr), &[]);
     ok(&setup.manage(&["fetch", &format!("oci://{}/open/tiny:1", registry.addr)]));
-}
-
-/// Replaces the index under `tag` with a changed one (an extra annotation): the bytes the
-/// signature covered are no longer what the tag names.
-fn tamper(registry: &Registry, repository: &str, tag: &str, digest: &str) {
-    let mut index = manifest_json(registry, repository, digest, INDEX);
-    index["annotations"]["org.example.tampered"] = "yes".into();
-    let body = dir_file(&serde_json::to_vec(&index).unwrap());
-    let put = Command::new("curl")
-        .args([
-            "-sf",
-            "-X",
-            "PUT",
-            "-H",
-            "Content-Type: application/vnd.oci.image.index.v1+json",
-            "--data-binary",
-        ])
-        .arg(format!("@{}", body.display()))
-        .arg(format!(
-            "http://{}/v2/{repository}/manifests/{tag}",
-            registry.addr
-        ))
-        .output()
-        .unwrap();
-    assert!(put.status.success(), "{}", stderr(&put));
-}
-
-fn dir_file(bytes: &[u8]) -> PathBuf {
-    let file = tempfile::NamedTempFile::new().unwrap();
-    let (_, path) = file.keep().unwrap();
-    fs::write(&path, bytes).unwrap();
-    path
 }
 
 #[test]
@@ -667,7 +532,7 @@ fn catalogs_signed_with_openpgp_are_checked_against_the_keyring() {
 fn two_builds_pulling_one_new_box_share_one_download() {
     let dir = tempfile::tempdir().unwrap();
     let registry = Registry::start(dir.path(), None);
-    let setup = Setup::new(&[&registry.addr]);
+    let setup = two_arch_setup(&[&registry.addr]);
     let reference = format!("oci://{}/boxes/tiny:1", registry.addr);
     push(&setup, &reference, &[]);
     setup.env.script("echo both > made\n");
@@ -727,7 +592,7 @@ fn rand_suffix() -> u128 {
 fn a_catalog_box_kept_in_a_registry_has_its_tags_as_versions() {
     let dir = tempfile::tempdir().unwrap();
     let registry = Registry::start(dir.path(), None);
-    let setup = Setup::new(&[&registry.addr]);
+    let setup = two_arch_setup(&[&registry.addr]);
     for tag in ["1.0", "1.2", "latest"] {
         push(
             &setup,
@@ -792,7 +657,7 @@ fn a_catalog_box_kept_in_a_registry_has_its_tags_as_versions() {
 fn a_disk_pushed_zstd_compressed_arrives_as_the_original() {
     let dir = tempfile::tempdir().unwrap();
     let registry = Registry::start(dir.path(), None);
-    let setup = Setup::new(&[&registry.addr]);
+    let setup = two_arch_setup(&[&registry.addr]);
     let reference = format!("oci://{}/boxes/small:1", registry.addr);
     push(&setup, &reference, &["--zstd"]);
     let manifest = host_manifest(&registry, "boxes/small", "1");
@@ -944,7 +809,7 @@ fn a_tls_registry_is_trusted_through_the_host_ca_store_only() {
     ]);
     let registry = Registry::start_tls(d, &d.join("srv.pem"), &d.join("srv.key"));
     // No insecure entry: HTTPS is the only way in.
-    let setup = Setup::new(&[]);
+    let setup = two_arch_setup(&[]);
     let reference = format!("oci://{}/boxes/tiny:1", registry.addr);
     let out = setup
         .command()
@@ -993,9 +858,7 @@ fn one_error_line(out: &Output) -> String {
 }
 
 fn trust(setup: &Setup, rules: &str) {
-    let config = setup.env.tmp.path().join("home/.config/boxbuild");
-    fs::create_dir_all(&config).unwrap();
-    fs::write(config.join("trust.toml"), rules).unwrap();
+    setup.trust(rules);
 }
 
 #[test]
@@ -1004,7 +867,7 @@ fn transient_registry_answers_are_retried_and_the_real_status_is_reported() {
     let dir = tempfile::tempdir().unwrap();
     let registry = Registry::start(dir.path(), None);
     let proxy = FaultyProxy::start(&registry.addr);
-    let setup = Setup::new(&[&registry.addr, &proxy.addr]);
+    let setup = two_arch_setup(&[&registry.addr, &proxy.addr]);
     let (key, public) = key_pair(dir.path(), "k");
     push(
         &setup,
@@ -1104,7 +967,7 @@ fn a_resume_answered_from_byte_zero_starts_over() {
     let dir = tempfile::tempdir().unwrap();
     let registry = Registry::start(dir.path(), None);
     let proxy = FaultyProxy::start(&registry.addr);
-    let setup = Setup::new(&[&registry.addr, &proxy.addr]);
+    let setup = two_arch_setup(&[&registry.addr, &proxy.addr]);
     push(
         &setup,
         &format!("oci://{}/boxes/tiny:1", registry.addr),
@@ -1129,7 +992,7 @@ fn oversized_manifests_are_refused_before_they_are_read() {
     let dir = tempfile::tempdir().unwrap();
     let registry = Registry::start(dir.path(), None);
     let proxy = FaultyProxy::start(&registry.addr);
-    let setup = Setup::new(&[&registry.addr, &proxy.addr]);
+    let setup = two_arch_setup(&[&registry.addr, &proxy.addr]);
     let huge = 512 * 1024 * 1024;
     for declared in [true, false] {
         proxy.inject(
@@ -1157,7 +1020,7 @@ fn oversized_manifests_are_refused_before_they_are_read() {
 fn a_box_refused_as_unsigned_is_accepted_once_signed() {
     let dir = tempfile::tempdir().unwrap();
     let registry = Registry::start(dir.path(), None);
-    let setup = Setup::new(&[&registry.addr]);
+    let setup = two_arch_setup(&[&registry.addr]);
     let (key, public) = key_pair(dir.path(), "k");
     trust(
         &setup,
@@ -1182,7 +1045,7 @@ fn a_box_refused_as_unsigned_is_accepted_once_signed() {
 fn a_registry_copy_keeps_its_bytes_and_its_signature_names_the_signed_repository() {
     let dir = tempfile::tempdir().unwrap();
     let registry = Registry::start(dir.path(), None);
-    let setup = Setup::new(&[&registry.addr]);
+    let setup = two_arch_setup(&[&registry.addr]);
     let (key, public) = key_pair(dir.path(), "k");
     let original = format!("oci://{}/boxes/tiny:1", registry.addr);
     let digest = push(
@@ -1241,7 +1104,7 @@ fn a_registry_copy_keeps_its_bytes_and_its_signature_names_the_signed_repository
 fn layout_files_that_are_not_regular_are_refused_and_errors_name_the_layout() {
     let dir = tempfile::tempdir().unwrap();
     let registry = Registry::start(dir.path(), None);
-    let setup = Setup::new(&[&registry.addr]);
+    let setup = two_arch_setup(&[&registry.addr]);
     push(
         &setup,
         &format!("oci://{}/boxes/tiny:1", registry.addr),

@@ -51,6 +51,7 @@ pub fn run(command: &BoxCommand, ui: Ui) -> Result<u8> {
             arch,
             sign_key,
             zstd,
+            format,
         } => push(
             &mut library,
             box_ref,
@@ -58,6 +59,10 @@ pub fn run(command: &BoxCommand, ui: Ui) -> Result<u8> {
             arch,
             sign_key.as_deref(),
             *zstd,
+            match format {
+                crate::cli::PushFormat::Box => crate::boxes::oci::push::Format::Box,
+                crate::cli::PushFormat::Container => crate::boxes::oci::push::Format::Container,
+            },
         ),
         BoxCommand::Sign { reference, key } => {
             let reference = crate::boxes::reference::BoxReference::parse(reference)?;
@@ -243,6 +248,7 @@ fn push(
     archs: &[String],
     sign_key: Option<&std::path::Path>,
     zstd: bool,
+    format: crate::boxes::oci::push::Format,
 ) -> Result<u8> {
     let target = crate::boxes::reference::BoxReference::parse(target)?;
     // A registry or layout box is copied as it is: its own version, its files mounted
@@ -305,6 +311,7 @@ fn push(
         )));
     }
     let options = crate::boxes::oci::push::Options {
+        format,
         sign_key,
         zstd_disk: zstd,
         scratch: library.store.bucket(store::Bucket::Staging),
@@ -312,13 +319,18 @@ fn push(
     let digest =
         crate::boxes::oci::push::push(&library.registry, library.ui, &target, &boxes, &options)?;
     say!(
-        "pushed {name}@{version} ({}) to {} as {digest}{}",
+        "pushed {name}@{version} ({}) to {} as {digest}{}{}",
         boxes
             .iter()
             .map(|b| b.config.arch.as_str())
             .collect::<Vec<_>>()
             .join(", "),
         target.text,
+        if format == crate::boxes::oci::push::Format::Container {
+            ", a container image"
+        } else {
+            ""
+        },
         if sign_key.is_some() { ", signed" } else { "" }
     );
     Ok(0)

@@ -110,7 +110,9 @@ impl BoxReference {
     }
 }
 
-fn sanitize(text: &str) -> String {
+/// `text` with every character outside the catalog's name alphabet (letters, digits,
+/// `.`, `_`, `+`, `-`) replaced by `_`.
+pub fn sanitize(text: &str) -> String {
     text.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || "._+-".contains(c) {

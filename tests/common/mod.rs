@@ -29,6 +29,23 @@ pub fn tiny_box_dir() -> &'static Path {
     })
 }
 
+/// The tiny box's version, as its catalog names it.
+pub fn tiny_version() -> String {
+    let text = fs::read_to_string(tiny_box_dir().join("catalog.toml")).unwrap();
+    let line = text.lines().find(|l| l.starts_with("version = ")).unwrap();
+    line.split('"').nth(1).unwrap().to_string()
+}
+
+/// A catalog in `dir` naming the tiny box for this architecture and the other one.
+pub fn two_arch_catalog(dir: &Path) -> PathBuf {
+    let host = fs::read_to_string(tiny_box_dir().join("catalog.toml")).unwrap();
+    let foreign = fs::read_to_string(foreign_tiny_box_dir().join("catalog.toml")).unwrap();
+    let versions = &foreign[foreign.find("[[boxes.tiny.versions]]").unwrap()..];
+    let path = dir.join("two-arch.toml");
+    fs::write(&path, format!("{host}\n{versions}")).unwrap();
+    path
+}
+
 /// The tiny box of another architecture (its agent cross-built by boxes/lib/build-agent.sh).
 pub fn foreign_tiny_box_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();

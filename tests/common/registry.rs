@@ -6,7 +6,7 @@ use std::fs;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::{Child, Command, Output};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -118,6 +118,139 @@ impl Registry {
             .join(hex)
             .join("data")
     }
+}
+
+impl Registry {
+    /// Replaces the index under `tag` of `repository` with a changed copy of index
+    /// `digest` (an extra annotation): the bytes a signature covered are no longer what
+    /// the tag names.
+    pub fn tamper(&self, repository: &str, tag: &str, digest: &str) {
+        let mut index: serde_json::Value =
+            serde_json::from_slice(&fs::read(self.blob_file(digest)).unwrap()).unwrap();
+        index["annotations"]["org.example.tampered"] = "yes".into();
+        let body = tempfile::NamedTempFile::new().unwrap();
+        fs::write(body.path(), serde_json::to_vec(&index).unwrap()).unwrap();
+        let put = Command::new("curl")
+            .args([
+                "-sf",
+                "-X",
+                "PUT",
+                "-H",
+                "Content-Type: application/vnd.oci.image.index.v1+json",
+                "--data-binary",
+            ])
+            .arg(format!("@{}", body.path().display()))
+            .arg(format!(
+                "http://{}/v2/{repository}/manifests/{tag}",
+                self.addr
+            ))
+            .output()
+            .unwrap();
+        assert!(
+            put.status.success(),
+            "{}",
+            String::from_utf8_lossy(&put.stderr)
+        );
+    }
+}
+
+/// A test's boxbuild talking to registries: its environment, a registries.conf marking
+/// the test's registries insecure (plain HTTP), no credentials, and its catalog.
+pub struct Setup {
+    pub env: crate::common::Env,
+    pub conf: PathBuf,
+    pub catalog: PathBuf,
+}
+
+impl Setup {
+    /// For registries at `addrs`, with the catalog `catalog` writes into the test's dir.
+    pub fn new(addrs: &[&str], catalog: impl FnOnce(&Path) -> PathBuf) -> Setup {
+        let env = crate::common::Env::new();
+        let conf = registries_conf(env.tmp.path(), addrs);
+        let catalog = catalog(env.tmp.path());
+        Setup { env, conf, catalog }
+    }
+
+    pub fn command(&self) -> Command {
+        let mut c = self.env.boxbuild();
+        c.env("BOXBUILD_CONFIG", &self.catalog)
+            .env("CONTAINERS_REGISTRIES_CONF", &self.conf)
+            .env(
+                "REGISTRY_AUTH_FILE",
+                self.env.tmp.path().join("no-auth.json"),
+            );
+        c
+    }
+
+    /// Writes the test user's trust.toml (docs/signatures.md).
+    pub fn trust(&self, rules: &str) {
+        let config = self.env.tmp.path().join("home/.config/boxbuild");
+        fs::create_dir_all(&config).unwrap();
+        fs::write(config.join("trust.toml"), rules).unwrap();
+    }
+
+    /// `boxbuild box ARGS...`.
+    pub fn manage(&self, args: &[&str]) -> Output {
+        self.command().arg("box").args(args).output().unwrap()
+    }
+
+    /// A build in box `reference` of the test's description.
+    pub fn build(&self, reference: &str) -> Output {
+        self.command()
+            .args(["--no-accel", "--box", reference, "--"])
+            .arg("--description")
+            .arg(&self.env.desc)
+            .arg("--target-dir")
+            .arg(&self.env.out)
+            .output()
+            .unwrap()
+    }
+
+    /// `box push tiny@VERSION TARGET EXTRA...`; returns the digest it says it pushed.
+    pub fn push(&self, target: &str, extra: &[&str]) -> String {
+        let version = format!("tiny@{}", crate::common::tiny_version());
+        let out = self.manage(&[&["push", &version, target][..], extra].concat());
+        crate::common::ok(&out);
+        // "pushed tiny@V (aarch64, x86_64) to REF as sha256:..."
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.split_whitespace()
+            .find(|w| w.starts_with("sha256:"))
+            .unwrap_or_else(|| panic!("no digest in {text}"))
+            .trim_end_matches(',')
+            .to_string()
+    }
+}
+
+/// A P-256 key pair made by openssl: `DIR/NAME.key` (PKCS#8 PEM) and `DIR/NAME.pub`.
+pub fn key_pair(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let private = dir.join(format!("{name}.key"));
+    let public = dir.join(format!("{name}.pub"));
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl").args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    openssl(&[
+        "genpkey",
+        "-algorithm",
+        "EC",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-out",
+        private.to_str().unwrap(),
+    ]);
+    openssl(&[
+        "pkey",
+        "-in",
+        private.to_str().unwrap(),
+        "-pubout",
+        "-out",
+        public.to_str().unwrap(),
+    ]);
+    (private, public)
 }
 
 impl Drop for Registry {

@@ -223,6 +223,33 @@ impl Catalog {
         Ok(catalog)
     }
 
+    /// A catalog in memory of one box `name` with `versions` (a registry box, a box
+    /// image's directory), validated as a read one; `origin` names it in messages.
+    pub fn of_one(
+        name: &str,
+        description: String,
+        versions: Vec<VersionEntry>,
+        origin: &str,
+    ) -> Result<Catalog> {
+        let entry = BoxEntry {
+            description,
+            builder: None,
+            memory: None,
+            cpus: None,
+            protocol: None,
+            scratch: None,
+            network: None,
+            oci: None,
+            versions,
+        };
+        let file = CatalogFile {
+            boxes: BTreeMap::from([(name.to_string(), entry)]),
+            remote_catalogs: Vec::new(),
+            update_check_interval: None,
+        };
+        Catalog::from_file(file, origin, Base::Builtin)
+    }
+
     /// Names become cache paths and digests are compared as text: check both up front.
     fn validate(&self) -> Result<()> {
         let bad = |what: String| Err(Error::setup(format!("{}: {what}", self.origin)));

@@ -1,10 +1,12 @@
 //! The catalogs and the cache together: a box reference goes in, a ready box on disk
 //! comes out (`ready`). Where boxes come from is one module each, behind one small
 //! interface (`BoxSource`), listed in `SOURCES` in the order a reference passes through
-//! them: an OCI layout (`layout`), a registry (`registry`), a catalog box kept in an OCI
-//! repository (`repository`), a box of KIWI's Python plugin (`plugin`); the catalogs
+//! them: a box image's files in a directory (`dir`), an OCI layout (`layout`), a registry
+//! (`registry`), a catalog box kept in an OCI repository (`repository`), a box of KIWI's
+//! Python plugin (`plugin`); the catalogs
 //! themselves need no step. A new source is one new module and one line in `SOURCES`.
 
+mod dir;
 mod layout;
 mod plugin;
 mod registry;
@@ -30,7 +32,8 @@ trait BoxSource {
 }
 
 /// The sources, in the order a reference passes through them.
-const SOURCES: [&dyn BoxSource; 4] = [
+const SOURCES: [&dyn BoxSource; 5] = [
+    &dir::Dir,
     &layout::Layout,
     &registry::Registry,
     &repository::Repository,

@@ -183,27 +183,44 @@ pub fn version_entry(
     let kernel = files
         .remove(&Role::Kernel)
         .ok_or_else(|| "the manifest has no kernel layer".to_string())?;
-    let protocol = match config.protocol.as_deref() {
-        None | Some("boxbuild-agent") => None,
-        Some("kiwi-boxed-plugin") => Some(Protocol::KiwiBoxedPlugin),
-        Some(other) => return Err(format!("unknown protocol '{other}' in the box config")),
-    };
-    Ok(VersionEntry {
-        version: config.version.clone(),
-        arch: config.arch.clone(),
-        cmdline: config.cmdline.clone(),
-        console: config.console.clone(),
+    config.version_entry(
         kernel,
-        initrd: files.remove(&Role::Initrd),
-        disk: files.remove(&Role::Disk),
-        builder: (!config.builder.is_empty()).then(|| config.builder.clone()),
-        memory: config.memory.clone(),
-        cpus: config.cpus,
-        protocol,
-        scratch: config.scratch.clone(),
-        network: Some(config.network),
-        container: config.container.clone(),
-    })
+        files.remove(&Role::Initrd),
+        files.remove(&Role::Disk),
+    )
+}
+
+impl BoxConfig {
+    /// These settings with the box files `kernel`, `initrd` and `disk` as a catalog
+    /// version. Errors: an unknown `protocol`.
+    pub fn version_entry(
+        &self,
+        kernel: FileRef,
+        initrd: Option<FileRef>,
+        disk: Option<FileRef>,
+    ) -> Result<VersionEntry, String> {
+        let protocol = match self.protocol.as_deref() {
+            None | Some("boxbuild-agent") => None,
+            Some("kiwi-boxed-plugin") => Some(Protocol::KiwiBoxedPlugin),
+            Some(other) => return Err(format!("unknown protocol '{other}' in the box config")),
+        };
+        Ok(VersionEntry {
+            version: self.version.clone(),
+            arch: self.arch.clone(),
+            cmdline: self.cmdline.clone(),
+            console: self.console.clone(),
+            kernel,
+            initrd,
+            disk,
+            builder: (!self.builder.is_empty()).then(|| self.builder.clone()),
+            memory: self.memory.clone(),
+            cpus: self.cpus,
+            protocol,
+            scratch: self.scratch.clone(),
+            network: Some(self.network),
+            container: self.container.clone(),
+        })
+    }
 }
 
 /// An empty index to fill with one entry per architecture.

@@ -63,16 +63,7 @@ impl Layout {
 
     /// The box's name in the cache: `layout` and the directory, as for registries.
     pub fn box_name(&self) -> String {
-        format!("layout{}", self.dir.display())
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || "._+-".contains(c) {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect()
+        crate::boxes::reference::sanitize(&format!("layout{}", self.dir.display()))
     }
 
     fn blob_path(&self, digest: &str) -> std::result::Result<PathBuf, RegistryError> {
@@ -201,6 +192,16 @@ impl Source for Layout {
         reqwest::Url::from_file_path(&path)
             .map(|u| u.to_string())
             .unwrap_or_else(|()| format!("file://{}", path.display()))
+    }
+
+    fn open_blob(
+        &self,
+        digest: &str,
+    ) -> std::result::Result<Box<dyn std::io::Read>, RegistryError> {
+        let path = self.blob_path(digest)?;
+        crate::sys::files::open_regular(&path)
+            .map(|file| Box::new(file) as Box<dyn std::io::Read>)
+            .map_err(|e| RegistryError::Invalid(format!("{}: {e}", path.display())))
     }
 }
 

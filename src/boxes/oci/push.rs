@@ -22,8 +22,19 @@ pub struct ArchBox {
     pub config: BoxConfig,
 }
 
+/// What `box push` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// boxbuild's box format: an OCI artifact per architecture (docs/oci-boxes.md).
+    Box,
+    /// An ordinary container image per architecture, the disk under `/disk/`
+    /// (docs/box-images.md).
+    Container,
+}
+
 /// How to push.
 pub struct Options<'a> {
+    pub format: Format,
     /// Sign the index with this key (PKCS#8 PEM).
     pub sign_key: Option<&'a Path>,
     /// Store the disk zstd-compressed.
@@ -57,7 +68,20 @@ pub fn push(
     let Some(first) = boxes.first() else {
         return Err(Error::setup(format!("{}: nothing to push", target.text)));
     };
-    if let Some(source) = stored_source(boxes) {
+    if options.format == Format::Container && options.zstd_disk {
+        return Err(Error::setup(format!(
+            "{}: --zstd applies to --format box; a container image's layers are uncompressed tar",
+            target.text
+        )));
+    }
+    // A registry or layout box is copied as stored into its own format (a container
+    // image's files are members of its layers), else made anew from its files.
+    let stored = stored_source(boxes).filter(|_| {
+        boxes.iter().all(|b| {
+            b.ready.version.kernel.member.is_some() == (options.format == Format::Container)
+        })
+    });
+    if let Some(source) = stored {
         if options.zstd_disk {
             return Err(Error::setup(format!(
                 "{}: --zstd does not apply to a copy of {source}: a registry or layout box is copied as it is stored",
@@ -74,61 +98,21 @@ pub fn push(
             &options.scratch,
         );
     }
-    let mut index = format::index(&first.config.version);
+    let mut index = match options.format {
+        Format::Box => format::index(&first.config.version),
+        Format::Container => super::image::index(&first.config.version),
+    };
     for arch_box in boxes {
-        let mut layers = Vec::new();
-        for (role, original) in files(&arch_box.ready) {
-            let compressed = if options.zstd_disk && role == Role::Disk {
-                Some(compress(original, &options.scratch)?)
-            } else {
-                None
-            };
-            let path = compressed.as_ref().map_or(original, |t| t.path());
-            let size = std::fs::metadata(path)
-                .map_err(|e| Error::setup(format!("{}: {e}", path.display())))?
-                .len();
-            let digest = format!(
-                "sha256:{}",
-                crate::sys::digest::sha256_file(path)
-                    .map_err(|e| Error::setup(format!("{}: {e}", path.display())))?
-            );
-            upload_file(
-                registry,
-                ui,
-                target,
-                &arch_box.ready,
-                role,
-                path,
-                &digest,
-                size,
-            )
-            .map_err(explain)?;
-            layers.push(format::layer(
-                role,
-                &digest,
-                size,
-                compressed.is_some().then_some("zstd"),
-            ));
-        }
-        let config_bytes = format::to_bytes(&arch_box.config);
-        let config_digest = crate::sys::digest::sha256_digest(&config_bytes);
-        let config = OciDescriptor {
-            media_type: format::CONFIG_MEDIA_TYPE.to_string(),
-            digest: config_digest.clone(),
-            size: config_bytes.len() as i64,
-            urls: None,
-            annotations: None,
-            artifact_type: None,
+        let (manifest, artifact_type) = match options.format {
+            Format::Box => (
+                box_manifest(registry, ui, target, arch_box, options)?,
+                Some(format::ARTIFACT_TYPE.to_string()),
+            ),
+            Format::Container => (
+                image_manifest(registry, ui, target, arch_box, &options.scratch)?,
+                None,
+            ),
         };
-        if !registry
-            .has_blob(&target.inner, &config_digest)
-            .map_err(explain)?
-        {
-            registry
-                .push_bytes(&target.inner, config_bytes, &config_digest)
-                .map_err(explain)?;
-        }
-        let manifest = format::to_bytes(&format::manifest(config, layers));
         let manifest_digest = crate::sys::digest::sha256_digest(&manifest);
         let manifest_size = manifest.len() as i64;
         registry
@@ -151,7 +135,7 @@ pub fn push(
                 features: None,
             }),
             annotations: None,
-            artifact_type: Some(format::ARTIFACT_TYPE.to_string()),
+            artifact_type,
         });
         ui.info(&format!(
             "pushed {} {} ({})",
@@ -167,6 +151,160 @@ pub fn push(
         sign_digest(registry, target, &digest, &key).map_err(explain)?;
     }
     Ok(digest)
+}
+
+/// One architecture in boxbuild's box format (docs/oci-boxes.md): its files uploaded as
+/// layers (the disk zstd-compressed if asked), its config; returns the manifest's bytes.
+fn box_manifest(
+    registry: &Registry,
+    ui: Ui,
+    target: &BoxReference,
+    arch_box: &ArchBox,
+    options: &Options,
+) -> Result<Vec<u8>> {
+    let explain = |e: RegistryError| e.explain(&target.text, target.inner.registry());
+    let mut layers = Vec::new();
+    for (role, original) in files(&arch_box.ready) {
+        let compressed = if options.zstd_disk && role == Role::Disk {
+            Some(compress(original, &options.scratch)?)
+        } else {
+            None
+        };
+        let path = compressed.as_ref().map_or(original, |t| t.path());
+        let (size, digest) = size_and_digest(path)?;
+        upload_file(
+            registry,
+            ui,
+            target,
+            &arch_box.ready,
+            role.name(),
+            path,
+            &digest,
+            size,
+        )
+        .map_err(explain)?;
+        layers.push(format::layer(
+            role,
+            &digest,
+            size,
+            compressed.is_some().then_some("zstd"),
+        ));
+    }
+    let config = push_config(
+        registry,
+        target,
+        format::CONFIG_MEDIA_TYPE,
+        format::to_bytes(&arch_box.config),
+    )
+    .map_err(explain)?;
+    Ok(format::to_bytes(&format::manifest(config, layers)))
+}
+
+/// One architecture as a container image (docs/box-images.md): each file, and the
+/// settings as `labels.json`, in a tar layer of its own written under `scratch` and
+/// uploaded; the image config with the labels; returns the manifest's bytes.
+fn image_manifest(
+    registry: &Registry,
+    ui: Ui,
+    target: &BoxReference,
+    arch_box: &ArchBox,
+    scratch: &Path,
+) -> Result<Vec<u8>> {
+    use super::image;
+    let explain = |e: RegistryError| e.explain(&target.text, target.inner.registry());
+    let io = |what: &str, e: std::io::Error| {
+        Error::setup(format!(
+            "cannot write the {what} layer under {}: {e}",
+            scratch.display()
+        ))
+    };
+    std::fs::create_dir_all(scratch).map_err(|e| io("first", e))?;
+    let ready_files = files(&arch_box.ready);
+    let roles: Vec<Role> = ready_files.iter().map(|(role, _)| *role).collect();
+    let labels = image::labels(&arch_box.config, &roles);
+    let settings = tempfile::NamedTempFile::new_in(scratch).map_err(|e| io("labels.json", e))?;
+    std::fs::write(settings.path(), format::to_bytes(&arch_box.config))
+        .map_err(|e| io("labels.json", e))?;
+    let mut sources: Vec<(&str, &str, &Path)> = ready_files
+        .iter()
+        .filter_map(|(role, path)| {
+            let (_, in_image) = image::FILES.iter().find(|(r, _)| r == role)?;
+            Some((role.name(), *in_image, *path))
+        })
+        .collect();
+    sources.push(("labels.json", image::LABELS_PATH, settings.path()));
+    let owner = crate::sys::archive::Owner {
+        uid: image::QEMU_UID,
+        gid: image::QEMU_UID,
+        mode: image::FILE_MODE,
+        mtime: 0,
+    };
+    let mut layers = Vec::new();
+    for (what, in_image, source) in sources {
+        let mut tar = tempfile::NamedTempFile::new_in(scratch).map_err(|e| io(what, e))?;
+        crate::sys::archive::write_one_file(
+            std::io::BufWriter::new(tar.as_file_mut()),
+            in_image,
+            source,
+            owner,
+        )
+        .map_err(|e| io(what, e))?;
+        let (size, digest) = size_and_digest(tar.path())?;
+        upload_file(
+            registry,
+            ui,
+            target,
+            &arch_box.ready,
+            what,
+            tar.path(),
+            &digest,
+            size,
+        )
+        .map_err(explain)?;
+        layers.push(image::layer(in_image, &digest, size));
+    }
+    // Uncompressed layers: each layer's digest is its diff_id.
+    let diff_ids = layers.iter().map(|l| l.digest.clone()).collect();
+    let config = image::image_config(&arch_box.config.arch, labels.clone(), diff_ids);
+    let config = push_config(
+        registry,
+        target,
+        image::IMAGE_CONFIG_MEDIA_TYPE,
+        format::to_bytes(&config),
+    )
+    .map_err(explain)?;
+    let manifest = image::manifest(config, layers, &labels, &arch_box.config.version);
+    Ok(format::to_bytes(&manifest))
+}
+
+/// A file's size and `sha256:` digest.
+fn size_and_digest(path: &Path) -> Result<(u64, String)> {
+    let failed = |e: std::io::Error| Error::setup(format!("{}: {e}", path.display()));
+    let size = std::fs::metadata(path).map_err(failed)?.len();
+    let hex = crate::sys::digest::sha256_file(path).map_err(failed)?;
+    Ok((size, format!("sha256:{hex}")))
+}
+
+/// Uploads a config blob unless the registry has it; returns its descriptor.
+fn push_config(
+    registry: &Registry,
+    target: &BoxReference,
+    media_type: &str,
+    bytes: Vec<u8>,
+) -> std::result::Result<OciDescriptor, RegistryError> {
+    let digest = crate::sys::digest::sha256_digest(&bytes);
+    let descriptor = OciDescriptor {
+        media_type: media_type.to_string(),
+        digest: digest.clone(),
+        size: bytes.len() as i64,
+        urls: None,
+        annotations: None,
+        artifact_type: None,
+    };
+    if !registry.has_blob(&target.inner, &digest)? {
+        registry.push_bytes(&target.inner, bytes, &digest)?;
+    }
+    Ok(descriptor)
 }
 
 /// The disk zstd-compressed into a temporary file under `scratch` (level 3: most of the
@@ -195,17 +333,14 @@ fn upload_file(
     ui: Ui,
     target: &BoxReference,
     ready: &ReadyBox,
-    role: Role,
+    what: &str,
     path: &Path,
     digest: &str,
     size: u64,
 ) -> std::result::Result<(), RegistryError> {
     let label = format!(
-        "{} {} ({}): {}",
-        ready.name,
-        ready.version.version,
-        ready.version.arch,
-        role.name()
+        "{} {} ({}): {what}",
+        ready.name, ready.version.version, ready.version.arch
     );
     if registry.has_blob(&target.inner, digest)? {
         ui.detail(&format!("{label}: the registry has it already"));
@@ -373,11 +508,8 @@ fn copy_as_stored(
         let manifest: oci_client::manifest::OciImageManifest = serde_json::from_slice(&bytes)
             .map_err(|e| Error::setup(format!("{source_text}: manifest {manifest_digest}: {e}")))?;
         let config_bytes = source.blob(&manifest.config.digest).map_err(from)?;
-        let config: BoxConfig = serde_json::from_slice(&config_bytes).map_err(|e| {
-            Error::setup(format!(
-                "{source_text}: manifest {manifest_digest}: bad box config: {e}"
-            ))
-        })?;
+        let config = super::image::stored_config(&manifest.config.media_type, &config_bytes)
+            .map_err(|e| Error::setup(format!("{source_text}: manifest {manifest_digest}: {e}")))?;
         if !wanted.contains(&config.arch.as_str()) {
             continue;
         }

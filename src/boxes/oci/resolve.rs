@@ -7,7 +7,7 @@ use super::client::{Registry, RegistryError};
 use super::format::{self, BoxConfig};
 use super::signature;
 use super::source::{RegistrySource, Source};
-use crate::boxes::catalog::{Base, BoxEntry, Catalog, CatalogFile, Refresh};
+use crate::boxes::catalog::{Catalog, Refresh};
 use crate::boxes::reference::BoxReference;
 use crate::boxes::trust::Rule;
 use crate::sys::error::{Error, Result};
@@ -261,11 +261,12 @@ impl Resolver<'_> {
             };
             let manifest: OciImageManifest = serde_json::from_str(&text)
                 .map_err(|e| RegistryError::Invalid(format!("manifest {manifest_digest}: {e}")))?;
-            if manifest.config.media_type != format::CONFIG_MEDIA_TYPE {
+            let media_type = manifest.config.media_type.as_str();
+            if media_type != format::CONFIG_MEDIA_TYPE && !super::image::is_image_config(media_type)
+            {
                 return Err(RegistryError::Invalid(
                     format!(
-                        "manifest {manifest_digest} is not a boxbuild box (its config is '{}', a box's is '{}')",
-                        manifest.config.media_type,
+                        "manifest {manifest_digest} is not a boxbuild box (its config is '{media_type}', a box's is '{}' or a container image's)",
                         format::CONFIG_MEDIA_TYPE
                     ),
                 ));
@@ -409,6 +410,21 @@ fn check_signatures(text: &str, resolution: &Resolution, rule: &Rule) -> Result<
     )))
 }
 
+/// The first disk under `/disk/` in a container image's layers (last layer first), as
+/// KIWI's `format="oci:<fmt>"` images hold theirs; only the layers' first members are
+/// read. `None` when none is seen or a layer cannot be read.
+fn disk_in_layers(source: &dyn Source, manifest: &OciImageManifest) -> Option<String> {
+    manifest.layers.iter().rev().find_map(|layer| {
+        let reader = source.open_blob(&layer.digest).ok()?;
+        crate::sys::archive::first_file(reader, 64, 64 * 1024 * 1024, |name| {
+            name.starts_with("disk/")
+        })
+        .ok()
+        .flatten()
+        .map(|name| format!("/{name}"))
+    })
+}
+
 /// The box described by a resolution, as a catalog with one box named `name`.
 pub fn to_catalog(source: &dyn Source, resolution: &Resolution, name: &str) -> Result<Catalog> {
     let bad = |what: String| Error::setup(format!("{}: {what}", source.text()));
@@ -426,33 +442,29 @@ pub fn to_catalog(source: &dyn Source, resolution: &Resolution, name: &str) -> R
             .configs
             .get(&manifest.config.digest)
             .ok_or_else(|| bad(format!("manifest {digest}: its config was not read")))?;
-        let config: BoxConfig = serde_json::from_str(config_text)
-            .map_err(|e| bad(format!("manifest {digest}: bad box config: {e}")))?;
-        let version = format::version_entry(&config, &manifest, |blob| source.blob_url(blob))
-            .map_err(|m| bad(format!("manifest {digest}: {m}")))?;
-        if description.is_empty() {
-            description = config.description.clone();
+        let blob_url = |blob: &str| source.blob_url(blob);
+        let version = if super::image::is_image_config(&manifest.config.media_type) {
+            match super::image::box_labels(config_text, &manifest) {
+                Some(labels) => super::image::version_entry(&labels, &manifest, blob_url),
+                None => Err(super::image::not_a_box(
+                    disk_in_layers(source, &manifest).as_deref(),
+                )),
+            }
+        } else {
+            serde_json::from_str::<BoxConfig>(config_text)
+                .map_err(|e| format!("bad box config: {e}"))
+                .and_then(|config| {
+                    if description.is_empty() {
+                        description = config.description.clone();
+                    }
+                    format::version_entry(&config, &manifest, blob_url)
+                })
         }
+        .map_err(|m| bad(format!("manifest {digest}: {m}")))?;
         versions.push(version);
     }
     if versions.is_empty() {
         return Err(bad("the index lists no box for any architecture".into()));
     }
-    let entry = BoxEntry {
-        description,
-        builder: None,
-        memory: None,
-        cpus: None,
-        protocol: None,
-        scratch: None,
-        network: None,
-        oci: None,
-        versions,
-    };
-    let file = CatalogFile {
-        boxes: BTreeMap::from([(name.to_string(), entry)]),
-        remote_catalogs: Vec::new(),
-        update_check_interval: None,
-    };
-    Catalog::from_file(file, source.text(), Base::Builtin)
+    Catalog::of_one(name, description, versions, source.text())
 }

@@ -19,6 +19,10 @@ pub trait Source {
     fn blob(&self, digest: &str) -> std::result::Result<Vec<u8>, RegistryError>;
     /// Where the fetcher reads blob `digest` from (`oci://` or `file://`).
     fn blob_url(&self, digest: &str) -> String;
+    /// Blob `digest` as a stream from its start, unchecked (for a look at a layer's
+    /// first members; what is installed is fetched and checked by the fetcher).
+    fn open_blob(&self, digest: &str)
+        -> std::result::Result<Box<dyn std::io::Read>, RegistryError>;
 }
 
 /// A box in a registry.
@@ -63,5 +67,15 @@ impl Source for RegistrySource<'_> {
 
     fn blob_url(&self, digest: &str) -> String {
         format!("{}@{digest}", self.reference.repository_text())
+    }
+
+    fn open_blob(
+        &self,
+        digest: &str,
+    ) -> std::result::Result<Box<dyn std::io::Read>, RegistryError> {
+        self.registry
+            .open_blob(&self.reference.inner, digest, 0)
+            .map(|opened| opened.body)
+            .map_err(|e| RegistryError::Transient(format!("blob {digest}: {e}")))
     }
 }

@@ -342,11 +342,10 @@ fn fetch_and_install(
             })?;
         }
         let unpacked = match (&file.member, &file.compression) {
-            (Some(pattern), _) => Some(extract_member(
-                &fetched,
-                pattern,
-                &staging.join(role.name()),
-            )),
+            (Some(pattern), _) => {
+                let dest = staging.join(role.name());
+                Some(crate::sys::archive::take_member(&fetched, pattern, &dest).map(|_| dest))
+            }
             (None, Some(_)) => Some(decompress_zstd(&fetched, &staging.join(role.name()))),
             (None, None) => None,
         };
@@ -390,45 +389,6 @@ fn decompress_zstd(compressed: &Path, dest: &Path) -> std::result::Result<PathBu
     output
         .sync_all()
         .map_err(|e| format!("{}: {e}", dest.display()))?;
-    Ok(dest.to_path_buf())
-}
-
-/// Takes the one member of a tar archive (compressed or not) that matches `pattern`.
-fn extract_member(
-    archive: &Path,
-    pattern: &str,
-    dest: &Path,
-) -> std::result::Result<PathBuf, String> {
-    let listing = std::process::Command::new("tar")
-        .args(["-tf"])
-        .arg(archive)
-        .args(["--wildcards", pattern])
-        .output()
-        .map_err(|e| format!("cannot run tar: {e}"))?;
-    let names: Vec<String> = String::from_utf8_lossy(&listing.stdout)
-        .lines()
-        .map(str::to_string)
-        .collect();
-    let [name] = names.as_slice() else {
-        return Err(format!(
-            "the archive holds {} members matching '{pattern}', not one",
-            names.len()
-        ));
-    };
-    if !listing.status.success() {
-        return Err(format!("tar could not list the archive for '{pattern}'"));
-    }
-    let out = fs::File::create(dest).map_err(|e| format!("{}: {e}", dest.display()))?;
-    let status = std::process::Command::new("tar")
-        .args(["-xOf"])
-        .arg(archive)
-        .arg(name)
-        .stdout(out)
-        .status()
-        .map_err(|e| format!("cannot run tar: {e}"))?;
-    if !status.success() {
-        return Err(format!("tar could not extract {name}"));
-    }
     Ok(dest.to_path_buf())
 }
 
