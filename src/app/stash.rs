@@ -3,6 +3,8 @@
 //! and what it does after (the new stash committed). `app::build` runs the build itself;
 //! `stash list` is here.
 
+use crate::boxes::reference::{BoxReference, SCHEME};
+use crate::boxes::stash::registry::{self, Remote, Wanted};
 use crate::boxes::stash::{self as store, Pin, Source, StashDir, StashRef};
 use crate::boxes::store::lock::{EntryLock, Mode};
 use crate::cli::{BuildOptions, StackbuildArgs, StashArgs};
@@ -62,6 +64,11 @@ pub fn prepare(
                     )),
                 };
             };
+            if text.starts_with(SCHEME) {
+                return Err(Error::setup(format!(
+                    "--stash {text}: a build stores its stash in the stash dir; name it NAME[:TAG] and push it after with 'boxbuild stash push NAME:TAG {text}'"
+                )));
+            }
             let stash = StashRef::parse(text)?;
             let Pin::Tag(tag) = stash.pin else {
                 return Err(Error::setup(format!(
@@ -154,36 +161,25 @@ fn stackbuild(
     signals: &SignalWatch,
     ui: Ui,
 ) -> Result<StashRun> {
-    if args.from_registry.is_some() {
-        return Err(Error::setup(
-            "stackbuild --from-registry is not supported yet: copy the stashes into the stash dir first (skopeo copy docker://... oci:STASH_DIR/NAME:TAG)",
-        ));
-    }
     if opts.stash.is_empty() {
         return Err(Error::setup(
-            "stackbuild: name at least one --stash NAME[:TAG]",
+            "stackbuild: name at least one --stash NAME[:TAG] (or oci://REGISTRY/REPOSITORY:TAG)",
         ));
     }
-    let refs = opts
+    let from = args.from_registry.as_deref();
+    let wanted = opts
         .stash
         .iter()
-        .map(|s| StashRef::parse(s))
+        .map(|s| registry::wanted(s, from))
         .collect::<Result<Vec<_>>>()?;
+    // The stash dir's stashes first: a typo there costs no registry round trip.
     let mut locks = Vec::new();
-    let mut inputs = Vec::new();
-    for stash in &refs {
-        locks.push(dir.lock(&stash.name, Mode::Shared, signals, waiting(ui, &stash.name))?);
-        inputs.push(match dir.resolve(stash)? {
-            Source::Layout { dir, manifest } => {
-                ui.detail(&format!("stash {stash} is {manifest}"));
-                StashInput::Layout {
-                    reference: stash.to_string(),
-                    dir,
-                    manifest,
-                }
-            }
-            Source::Archive { file, reference } => StashInput::Archive { reference, file },
-        });
+    let mut inputs: Vec<Option<StashInput>> = vec![None; wanted.len()];
+    for (slot, w) in inputs.iter_mut().zip(&wanted) {
+        if let Wanted::Local(stash) = w {
+            locks.push(dir.lock(&stash.name, Mode::Shared, signals, waiting(ui, &stash.name))?);
+            *slot = Some(input(&stash.to_string(), dir.resolve(stash)?, ui));
+        }
     }
     let description = match &args.description {
         Some(d) if !d.is_dir() => {
@@ -213,6 +209,17 @@ fn stackbuild(
             "--target-dir is the same directory as --description: use a separate directory for results",
         ));
     }
+    if wanted.iter().any(|w| matches!(w, Wanted::Remote(_))) {
+        let remote = Remote::open(ui, signals)?;
+        for (slot, w) in inputs.iter_mut().zip(&wanted) {
+            if let Wanted::Remote(reference) = w {
+                let (lock, source) = remote.cached(&dir, reference)?;
+                locks.push(lock);
+                *slot = Some(input(&reference.text, source, ui));
+            }
+        }
+    }
+    let inputs: Vec<StashInput> = inputs.into_iter().flatten().collect();
     let work = dir.staging("stackbuild")?;
     let task = Task::Stackbuild {
         stashes: inputs,
@@ -242,6 +249,21 @@ fn stackbuild(
         _locks: locks,
         _empty: empty,
     })
+}
+
+/// What the box reads for stash `reference`, found at `source`.
+fn input(reference: &str, source: Source, ui: Ui) -> StashInput {
+    match source {
+        Source::Layout { dir, manifest } => {
+            ui.detail(&format!("stash {reference} is {manifest}"));
+            StashInput::Layout {
+                reference: reference.to_string(),
+                dir,
+                manifest,
+            }
+        }
+        Source::Archive { file, reference } => StashInput::Archive { reference, file },
+    }
 }
 
 /// `<image name="...">` of a kiwi description.
@@ -330,6 +352,80 @@ pub fn list(stash_dir: Option<&Path>) -> Result<u8> {
     }
     crate::sys::ui::say(out.trim_end());
     Ok(0)
+}
+
+/// `stash push NAME[:TAG] oci://REGISTRY/REPOSITORY[:TAG] [--sign-key KEY]`.
+pub fn push(
+    stash_dir: Option<&Path>,
+    stash: &str,
+    target: &str,
+    sign_key: Option<&Path>,
+    ui: Ui,
+) -> Result<u8> {
+    let dir = StashDir::new(stash_dir)?;
+    let stash = StashRef::parse(stash)?;
+    let target = BoxReference::parse(target)?;
+    let signals = SignalWatch::install()?;
+    let remote = Remote::open(ui, &signals)?;
+    let (digest, target) = remote.push(&dir, &stash, &target, sign_key)?;
+    crate::sys::ui::say(&format!(
+        "pushed stash {stash} to {} as {digest}{}",
+        target.text,
+        if sign_key.is_some() { ", signed" } else { "" }
+    ));
+    Ok(0)
+}
+
+/// `stash pull oci://REGISTRY/REPOSITORY[:TAG|@DIGEST] [NAME[:TAG]]`.
+pub fn pull(stash_dir: Option<&Path>, reference: &str, stash: Option<&str>, ui: Ui) -> Result<u8> {
+    let dir = StashDir::new(stash_dir)?;
+    let reference = BoxReference::parse(reference)?;
+    let (name, tag) = match stash {
+        Some(text) => {
+            let stash = StashRef::parse(text)?;
+            match stash.pin {
+                Pin::Tag(tag) if text.contains(':') => (stash.name, tag),
+                Pin::Tag(_) => (stash.name, pulled_tag(&reference)),
+                Pin::Digest(_) => {
+                    return Err(Error::setup(format!(
+                        "{text}: a pulled stash is named by a tag, not a digest"
+                    )))
+                }
+            }
+        }
+        None => {
+            let last = reference
+                .inner
+                .repository()
+                .rsplit('/')
+                .next()
+                .unwrap_or("");
+            store::check_name(last).map_err(|e| {
+                Error::setup(format!(
+                    "{}: {e}; name the stash: 'stash pull {} NAME[:TAG]'",
+                    reference.text, reference.text
+                ))
+            })?;
+            (last.to_string(), pulled_tag(&reference))
+        }
+    };
+    let signals = SignalWatch::install()?;
+    let remote = Remote::open(ui, &signals)?;
+    let digest = remote.pull(&dir, &reference, &name, &tag)?;
+    crate::sys::ui::say(&format!(
+        "stash {name}:{tag} is {} ({digest}) in {}",
+        reference.text,
+        dir.path(&name).display()
+    ));
+    Ok(0)
+}
+
+/// The tag a pulled stash gets by default: the reference's, else `latest`.
+fn pulled_tag(reference: &BoxReference) -> String {
+    match (reference.digest(), reference.inner.tag()) {
+        (None, Some(tag)) => tag.to_string(),
+        _ => store::DEFAULT_TAG.to_string(),
+    }
 }
 
 fn mib(bytes: u64) -> String {

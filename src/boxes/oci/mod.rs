@@ -1,8 +1,10 @@
 //! Boxes in OCI registries: references, the box format (docs/oci-boxes.md), the registry
-//! client, resolution into a catalog, push, and cosign-compatible signatures.
+//! client, resolution into a catalog, push, cosign-compatible signatures, and container
+//! images between a registry and an OCI layout (`image`, for stashes).
 
 pub mod client;
 pub mod format;
+pub mod image;
 pub mod layout;
 pub mod push;
 pub mod registries;

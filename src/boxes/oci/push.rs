@@ -92,17 +92,21 @@ pub fn push(
                 crate::sys::digest::sha256_file(path)
                     .map_err(|e| Error::setup(format!("{}: {e}", path.display())))?
             );
-            upload_file(
-                registry,
-                ui,
-                target,
-                &arch_box.ready,
-                role,
+            let ready = &arch_box.ready;
+            let label = format!(
+                "{} {} ({}): {}",
+                ready.name,
+                ready.version.version,
+                ready.version.arch,
+                role.name()
+            );
+            let blob = Blob {
                 path,
-                &digest,
+                digest: &digest,
                 size,
-            )
-            .map_err(explain)?;
+            };
+            upload_file(registry, ui, target, &label, Some(&ready.source), &blob)
+                .map_err(explain)?;
             layers.push(format::layer(
                 role,
                 &digest,
@@ -187,34 +191,33 @@ fn files(ready: &ReadyBox) -> Vec<(Role, &Path)> {
     files
 }
 
-/// HEAD first; then a cross-repository mount when the box came from another repository
-/// of the same registry; else an upload with progress.
-#[allow(clippy::too_many_arguments)]
-fn upload_file(
+/// A file to upload as blob `digest` of `size` bytes.
+pub struct Blob<'a> {
+    pub path: &'a Path,
+    pub digest: &'a str,
+    pub size: u64,
+}
+
+/// Puts one blob into `target`'s repository: nothing when the registry has it (a HEAD
+/// request); a cross-repository mount when `mount_from` (an `oci://` reference the blob
+/// came from) is another repository of the same registry; else an upload with progress,
+/// named `label`.
+pub fn upload_file(
     registry: &Registry,
     ui: Ui,
     target: &BoxReference,
-    ready: &ReadyBox,
-    role: Role,
-    path: &Path,
-    digest: &str,
-    size: u64,
+    label: &str,
+    mount_from: Option<&str>,
+    blob: &Blob,
 ) -> std::result::Result<(), RegistryError> {
-    let label = format!(
-        "{} {} ({}): {}",
-        ready.name,
-        ready.version.version,
-        ready.version.arch,
-        role.name()
-    );
-    if registry.has_blob(&target.inner, digest)? {
+    if registry.has_blob(&target.inner, blob.digest)? {
         ui.detail(&format!("{label}: the registry has it already"));
         return Ok(());
     }
-    if let Ok(source) = BoxReference::parse(&ready.source) {
+    if let Some(source) = mount_from.and_then(|s| BoxReference::parse(s).ok()) {
         if source.inner.registry() == target.inner.registry()
             && source.inner.repository() != target.inner.repository()
-            && registry.mount_blob(&target.inner, &source.inner, digest)
+            && registry.mount_blob(&target.inner, &source.inner, blob.digest)
         {
             ui.detail(&format!(
                 "{label}: mounted from {}",
@@ -223,8 +226,14 @@ fn upload_file(
             return Ok(());
         }
     }
-    let progress = Progress::upload(ui, &label, size);
-    let result = registry.push_file(&target.inner, path, digest, size, progress.setter());
+    let progress = Progress::upload(ui, label, blob.size);
+    let result = registry.push_file(
+        &target.inner,
+        blob.path,
+        blob.digest,
+        blob.size,
+        progress.setter(),
+    );
     progress.finish();
     result
 }
@@ -314,7 +323,7 @@ fn stored_source(boxes: &[ArchBox]) -> Option<String> {
 }
 
 /// The media type a stored document declares (`mediaType`), else what its shape says.
-fn media_type_of(bytes: &[u8]) -> String {
+pub fn media_type_of(bytes: &[u8]) -> String {
     let value: serde_json::Value = serde_json::from_slice(bytes).unwrap_or_default();
     match value.get("mediaType").and_then(|m| m.as_str()) {
         Some(media_type) => media_type.to_string(),
