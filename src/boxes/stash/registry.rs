@@ -134,10 +134,7 @@ impl Remote {
                 return Ok((lock, source));
             }
         }
-        let digest = {
-            let _writing = self.lock(dir, &name, Mode::Exclusive)?;
-            self.fetch_into(dir, reference, &name, &tag)?
-        };
+        let digest = self.pull(dir, reference, &name, &tag)?;
         let lock = self.lock(dir, &name, Mode::Shared)?;
         if !blob_path(&dir.path(&name), &digest).is_file() {
             return Err(Error::setup(format!(
@@ -166,19 +163,8 @@ impl Remote {
         name: &str,
         tag: &str,
     ) -> Result<String> {
+        // Resolved, checked, fetched and committed under the name's exclusive lock.
         let _writing = self.lock(dir, name, Mode::Exclusive)?;
-        self.fetch_into(dir, reference, name, tag)
-    }
-
-    /// Resolves, checks the signature, fetches what the layout lacks and commits it as
-    /// `name:tag`. Call with `name`'s exclusive lock held.
-    fn fetch_into(
-        &self,
-        dir: &StashDir,
-        reference: &BoxReference,
-        name: &str,
-        tag: &str,
-    ) -> Result<String> {
         if dir.path(name).exists() {
             // An oci-archive of kiwi, or no OCI layout: refused as for a new layer.
             dir.newest(name)?;
@@ -247,7 +233,7 @@ impl Remote {
                 target.text
             )));
         }
-        let target = match (target.inner.tag(), &stash.pin) {
+        let target = match (target.written_tag(), &stash.pin) {
             (Some(_), _) => target.clone(),
             (None, Pin::Tag(tag)) => target.at_tag(tag),
             (None, Pin::Digest(_)) => {
