@@ -7,7 +7,7 @@
 mod common;
 
 use common::http::HttpServer;
-use common::registry::{registries_conf, CuttingProxy, Registry};
+use common::registry::{key_pair, registries_conf, trust_key, CuttingProxy, Registry};
 use common::{foreign_tiny_box_dir, ok, stderr, stdout, tiny_box_dir, Env};
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -409,34 +409,6 @@ fn basic_auth_refuses_without_credentials_and_works_with_auth_json() {
     ok(&out);
 }
 
-fn openssl(args: &[&str]) {
-    let out = Command::new("openssl").args(args).output().unwrap();
-    assert!(out.status.success(), "openssl {args:?}: {}", stderr(&out));
-}
-
-fn key_pair(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
-    let private = dir.join(format!("{name}.key"));
-    let public = dir.join(format!("{name}.pub"));
-    openssl(&[
-        "genpkey",
-        "-algorithm",
-        "EC",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-out",
-        private.to_str().unwrap(),
-    ]);
-    openssl(&[
-        "pkey",
-        "-in",
-        private.to_str().unwrap(),
-        "-pubout",
-        "-out",
-        public.to_str().unwrap(),
-    ]);
-    (private, public)
-}
-
 #[test]
 fn signatures_are_required_where_trust_says_so() {
     let dir = tempfile::tempdir().unwrap();
@@ -444,17 +416,11 @@ fn signatures_are_required_where_trust_says_so() {
     let setup = Setup::new(&[&registry.addr]);
     let (good_key, good_pub) = key_pair(dir.path(), "good");
     let (other_key, _) = key_pair(dir.path(), "other");
-    let config = setup.env.tmp.path().join("home/.config/boxbuild");
-    fs::create_dir_all(&config).unwrap();
-    fs::write(
-        config.join("trust.toml"),
-        format!(
-            "[[source]]\nprefix = \"oci://{}/signed/\"\nkeys = [\"{}\"]\n",
-            registry.addr,
-            good_pub.display()
-        ),
-    )
-    .unwrap();
+    trust_key(
+        &setup.env.tmp.path().join("home"),
+        &format!("oci://{}/signed/", registry.addr),
+        &good_pub,
+    );
     let base = format!("oci://{}/signed/tiny", registry.addr);
 
     // Signed with the trusted key: it boots.

@@ -13,8 +13,8 @@
 
 mod common;
 
-use common::registry::{registries_conf, Registry};
-use common::{debian_box_dir, ok, repo_root, stderr, stdout, Env};
+use common::registry::{key_pair, registries_conf, trust_key, Registry};
+use common::{debian_box_dir, ok, refused, repo_root, stderr, stdout, Env};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -70,6 +70,24 @@ impl World {
         c
     }
 
+    /// `boxbuild --container --box debian system stash --root ROOT --tag 1
+    /// --container-name NAME`.
+    fn stash_root(&self, root: &Path, name: &str) -> Output {
+        self.boxbuild()
+            .args([
+                "--container",
+                "--box",
+                "debian",
+                "system",
+                "stash",
+                "--root",
+            ])
+            .arg(root)
+            .args(["--tag", "1", "--container-name", name])
+            .output()
+            .unwrap()
+    }
+
     /// `boxbuild --container --box debian stackbuild --stash S... EXTRA --target-dir T`.
     fn stackbuild(&self, stashes: &[&str], extra: &[&str], target: &Path) -> Command {
         let mut c = self.boxbuild();
@@ -83,16 +101,7 @@ impl World {
 
     /// A trust rule: references under `prefix` must be signed by the public key `public`.
     fn trust(&self, prefix: &str, public: &Path) {
-        let dir = self.env.tmp.path().join("home/.config/boxbuild");
-        fs::create_dir_all(&dir).unwrap();
-        fs::write(
-            dir.join("trust.toml"),
-            format!(
-                "[[source]]\nprefix = \"{prefix}\"\nkeys = [\"{}\"]\n",
-                public.display()
-            ),
-        )
-        .unwrap();
+        trust_key(&self.env.tmp.path().join("home"), prefix, public);
     }
 
     /// A container image holding `root`'s files, made with umoci and pushed by skopeo to
@@ -224,42 +233,6 @@ fn etc_file(dir: &Path, name: &str) -> String {
     stdout(&out)
 }
 
-/// A P-256 key pair made by openssl: (private PKCS#8 PEM, public PEM).
-fn key_pair(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
-    let private = dir.join(format!("{name}.pem"));
-    let public = dir.join(format!("{name}.pub"));
-    run(Command::new("openssl")
-        .args([
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-out",
-        ])
-        .arg(&private));
-    run(Command::new("openssl")
-        .arg("pkey")
-        .arg("-in")
-        .arg(&private)
-        .arg("-pubout")
-        .arg("-out")
-        .arg(&public));
-    (private, public)
-}
-
-/// Exit 125 and exactly one line, containing `says`; no box started.
-fn refused(out: &Output, says: &str) {
-    let err = stderr(out);
-    assert_eq!(out.status.code(), Some(125), "{err}");
-    assert_eq!(err.lines().count(), 1, "one line: {err}");
-    assert!(
-        err.starts_with("boxbuild: error: ") && err.contains(says),
-        "wanted {says:?}: {err}"
-    );
-    assert!(!err.contains("box debian"), "a box started: {err}");
-}
-
 #[test]
 fn a_container_from_the_registry_is_stacked_under_a_description() {
     let w = World::new();
@@ -322,21 +295,7 @@ fn a_pushed_stash_is_stacked_from_the_registry_twice_at_once() {
     let w = World::new();
     let root = w.path("root");
     small_root(&root, &[("stash-file", "stashed\n")], Some("small"));
-    let out = w
-        .boxbuild()
-        .args([
-            "--container",
-            "--box",
-            "debian",
-            "system",
-            "stash",
-            "--root",
-        ])
-        .arg(&root)
-        .args(["--tag", "1", "--container-name", "small-base"])
-        .output()
-        .unwrap();
-    ok(&out);
+    ok(&w.stash_root(&root, "small-base"));
     let (private, public) = key_pair(w.env.tmp.path(), "stashes");
     let target = w.oci("stashes/small-base");
     let out = w
@@ -540,21 +499,7 @@ fn stashes_of_native_kiwi_and_of_boxbuild_are_interchangeable() {
         &[("boxbuild-file", "stashed by boxbuild\n")],
         Some("mine"),
     );
-    let out = w
-        .boxbuild()
-        .args([
-            "--container",
-            "--box",
-            "debian",
-            "system",
-            "stash",
-            "--root",
-        ])
-        .arg(&root)
-        .args(["--tag", "1", "--container-name", &mine])
-        .output()
-        .unwrap();
-    ok(&out);
+    ok(&w.stash_root(&root, &mine));
     run(Command::new("skopeo")
         .arg("copy")
         .arg("--quiet")

@@ -140,6 +140,50 @@ pub fn registries_conf(dir: &Path, addrs: &[&str]) -> PathBuf {
     path
 }
 
+/// A P-256 key pair made by openssl in `dir`: (`NAME.key`, a PKCS#8 private key;
+/// `NAME.pub`, its public key in PEM).
+pub fn key_pair(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let private = dir.join(format!("{name}.key"));
+    let public = dir.join(format!("{name}.pub"));
+    let openssl = |c: &mut Command| {
+        let out = c.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{c:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    openssl(
+        Command::new("openssl")
+            .args(["genpkey", "-algorithm", "EC", "-pkeyopt"])
+            .args(["ec_paramgen_curve:P-256", "-out"])
+            .arg(&private),
+    );
+    openssl(
+        Command::new("openssl")
+            .args(["pkey", "-in"])
+            .arg(&private)
+            .args(["-pubout", "-out"])
+            .arg(&public),
+    );
+    (private, public)
+}
+
+/// Writes `HOME/.config/boxbuild/trust.toml` with one rule: sources under `prefix` must be
+/// signed by the public key `public`.
+pub fn trust_key(home: &Path, prefix: &str, public: &Path) {
+    let config = home.join(".config/boxbuild");
+    fs::create_dir_all(&config).unwrap();
+    fs::write(
+        config.join("trust.toml"),
+        format!(
+            "[[source]]\nprefix = \"{prefix}\"\nkeys = [\"{}\"]\n",
+            public.display()
+        ),
+    )
+    .unwrap();
+}
+
 /// A TCP proxy to a registry that cuts the first transfer of one blob after `cut_after`
 /// response bytes, and counts the response bytes it passed for requests of that blob.
 pub struct CuttingProxy {
