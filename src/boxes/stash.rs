@@ -7,7 +7,8 @@
 //! A stash is written whole or not at all: the box writes its new blobs into a staging dir
 //! (`DIR/.incoming/`), and `commit` renames a new layout into place, or moves the blobs
 //! into an existing one and then replaces its `index.json` atomically. Writers of one name
-//! hold an exclusive lock (`DIR/.locks/NAME.lock`), readers a shared one.
+//! hold an exclusive lock (`DIR/.locks/NAME.lock`), readers a shared one. Stashes in
+//! registries: `registry`.
 
 pub mod registry;
 
