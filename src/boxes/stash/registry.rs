@@ -78,6 +78,21 @@ fn cache_tag(reference: &BoxReference) -> String {
     }
 }
 
+/// The manifest digest of version `tag` of layout `name`, if it is there (and is
+/// `digest`, when given) with all its blobs.
+fn find(dir: &StashDir, name: &str, tag: &str, digest: Option<&str>) -> Option<String> {
+    let version = dir
+        .versions(name)
+        .ok()?
+        .into_iter()
+        .find(|v| v.tag.as_deref() == Some(tag) && digest.is_none_or(|d| d == v.digest))?;
+    let layout = dir.path(name);
+    let complete = std::iter::once(&version.digest)
+        .chain(version.layers.iter().map(|l| &l.0))
+        .all(|d| blob_path(&layout, d).is_file());
+    complete.then_some(version.digest)
+}
+
 /// The registry side of stashes: client, fetcher, trust rules.
 pub struct Remote {
     registry: Registry,
@@ -115,40 +130,45 @@ impl Remote {
     }
 
     /// For a stackbuild: the image `reference` names, pulled into the cache (only the
-    /// blobs the cache lacks), and its shared lock, held while the box reads it. A digest
+    /// blobs the cache lacks), and the cache entry's shared lock, held while the box reads
+    /// it. What the cache has already is read under the shared lock alone, so stackbuilds
+    /// of one reference run side by side; only a pull takes the exclusive one. A digest
     /// reference found in the cache needs no registry, unless a trust rule asks for its
     /// signature. Errors: as `pull`.
     pub fn cached(&self, dir: &StashDir, reference: &BoxReference) -> Result<(EntryLock, Source)> {
         let name = cache_name(reference);
         let tag = cache_tag(reference);
-        let offline =
-            reference.digest().is_some() && trust::rule_for(&self.rules, &reference.text).is_none();
-        if offline {
+        let at_hand = |digest: Option<&str>| -> Result<Option<(EntryLock, Source)>> {
             let lock = self.lock(dir, &name, Mode::Shared)?;
-            let pinned = StashRef {
-                name: name.clone(),
-                pin: Pin::Tag(tag.clone()),
-            };
-            if let Ok(source) = dir.resolve(&pinned) {
+            Ok(find(dir, &name, &tag, digest).map(|manifest| {
+                let source = Source::Layout {
+                    dir: dir.path(&name),
+                    manifest,
+                };
+                (lock, source)
+            }))
+        };
+        if reference.digest().is_some() && trust::rule_for(&self.rules, &reference.text).is_none() {
+            if let Some(hit) = at_hand(None)? {
                 self.ui.detail(&format!("{}: in the cache", reference.text));
-                return Ok((lock, source));
+                return Ok(hit);
             }
         }
-        let digest = self.pull(dir, reference, &name, &tag)?;
-        let lock = self.lock(dir, &name, Mode::Shared)?;
-        if !blob_path(&dir.path(&name), &digest).is_file() {
-            return Err(Error::setup(format!(
+        let resolved = self.resolve(reference)?;
+        if let Some(hit) = at_hand(Some(&resolved.digest))? {
+            self.ui.detail(&format!(
+                "{}: {} is in the cache",
+                reference.text, resolved.digest
+            ));
+            return Ok(hit);
+        }
+        self.store(dir, reference, &resolved, &name, &tag)?;
+        at_hand(Some(&resolved.digest))?.ok_or_else(|| {
+            Error::setup(format!(
                 "{}: another boxbuild moved its tag in the cache meanwhile; run again",
                 reference.text
-            )));
-        }
-        Ok((
-            lock,
-            Source::Layout {
-                dir: dir.path(&name),
-                manifest: digest,
-            },
-        ))
+            ))
+        })
     }
 
     /// `stash pull`: the image `reference` names as version `tag` of stash `name` (a new
@@ -163,12 +183,12 @@ impl Remote {
         name: &str,
         tag: &str,
     ) -> Result<String> {
-        // Resolved, checked, fetched and committed under the name's exclusive lock.
-        let _writing = self.lock(dir, name, Mode::Exclusive)?;
-        if dir.path(name).exists() {
-            // An oci-archive of kiwi, or no OCI layout: refused as for a new layer.
-            dir.newest(name)?;
-        }
+        let resolved = self.resolve(reference)?;
+        self.store(dir, reference, &resolved, name, tag)
+    }
+
+    /// What `reference` names, its signature checked where a trust rule asks for one.
+    fn resolve(&self, reference: &BoxReference) -> Result<image::Resolved> {
         let resolved = image::resolve(&self.registry, reference)?;
         if !self.warned.replace(true) {
             for warning in self.registry.warnings() {
@@ -176,25 +196,39 @@ impl Remote {
             }
         }
         resolve::check_trust(&self.registry, &self.rules, reference, &resolved.top)?;
-        let layout = dir.path(name);
-        let known = dir.versions(name).unwrap_or_default();
-        if known
-            .iter()
-            .any(|v| v.tag.as_deref() == Some(tag) && v.digest == resolved.digest)
-        {
+        Ok(resolved)
+    }
+
+    /// Fetches what the layout `name` lacks of `resolved` and commits it as `name:tag`,
+    /// under the name's exclusive lock (nothing to do when it is there already).
+    fn store(
+        &self,
+        dir: &StashDir,
+        reference: &BoxReference,
+        resolved: &image::Resolved,
+        name: &str,
+        tag: &str,
+    ) -> Result<String> {
+        let _writing = self.lock(dir, name, Mode::Exclusive)?;
+        if dir.path(name).exists() {
+            // An oci-archive of kiwi, or no OCI layout: refused as for a new layer.
+            dir.newest(name)?;
+        }
+        if find(dir, name, tag, Some(&resolved.digest)).is_some() {
             self.ui.detail(&format!(
                 "{}: {} is at hand",
                 reference.text, resolved.digest
             ));
-            return Ok(resolved.digest);
+            return Ok(resolved.digest.clone());
         }
+        let layout = dir.path(name);
         let staging = dir.staging(name)?;
         let out = staging.path().join("out");
         let have = |digest: &str| blob_path(&layout, digest).is_file();
         let fetched = image::fetch(
             &self.fetcher(),
             reference,
-            &resolved,
+            resolved,
             &out,
             have,
             &reference.text,
