@@ -3,7 +3,8 @@
 //! a container made with umoci and pushed with skopeo, stacked by `--from-registry` under
 //! a description that adds files; a stash made by boxbuild, pushed signed by `stash push`
 //! and stacked from its registry reference by two stackbuilds at once (its blobs fetched
-//! once); refusals in one line before any box starts; and, with native kiwi
+//! once); a build whose `--stash` names a registry, stashed and pushed; refusals in one
+//! line before any box starts; and, with native kiwi
 //! (`$BOXBUILD_TEST_KIWI_NG`, as root), a stash of `kiwi-ng system stash` stacked by
 //! boxbuild and a stash of boxbuild stacked by `kiwi-ng system stackbuild`.
 //!
@@ -337,6 +338,47 @@ fn a_pushed_stash_is_stacked_from_the_registry_twice_at_once() {
 }
 
 #[test]
+fn a_build_with_a_registry_stash_stashes_then_pushes() {
+    let w = World::new();
+    let desc = w.path("small");
+    fs::create_dir_all(&desc).unwrap();
+    fs::write(desc.join("config.kiwi"), description("built")).unwrap();
+    small_root(&desc.join("root"), &[("built-file", "built\n")], None);
+    let target = w.oci("stashes/built");
+    let t = w.path("t");
+    let out = w
+        .boxbuild()
+        .args([
+            "--container",
+            "--box",
+            "debian",
+            "--stash",
+            &format!("{target}:2"),
+        ])
+        .arg("--")
+        .arg("--description")
+        .arg(&desc)
+        .arg("--target-dir")
+        .arg(&t)
+        .output()
+        .unwrap();
+    ok(&out);
+    assert_eq!(etc_file(&t, "built-file"), "built\n");
+    let pushed = w.inspect("stashes/built:2");
+    let digest = pushed["Digest"].as_str().unwrap();
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("stashed built:2 ({digest})"))
+            && err.contains(&format!("pushed stash built:2 to {target}:2 as {digest}")),
+        "{err}"
+    );
+    assert_eq!(
+        pushed["Labels"]["io.osinside.kiwi.meta"],
+        "KIWI - https://github.com/OSInside/kiwi"
+    );
+}
+
+#[test]
 fn registry_refusals_are_one_line_before_any_box() {
     let w = World::new();
     let root = w.path("root");
@@ -395,24 +437,25 @@ fn registry_refusals_are_one_line_before_any_box() {
                 == 0
         }
     );
-    // A build stashes into the stash dir only; push and pull name what they need.
-    let out = w
-        .boxbuild()
-        .args([
-            "--container",
-            "--box",
-            "debian",
-            "--stash",
-            &reference,
-            "--",
-        ])
-        .arg("--description")
-        .arg(repo_root().join("examples/debian-tarball"))
-        .arg("--target-dir")
-        .arg(&t)
-        .output()
-        .unwrap();
-    refused(&out, "push it after with 'boxbuild stash push NAME:TAG");
+    // A build's stash for a registry: the registry is asked before the box starts.
+    let build = |stash: &str| {
+        w.boxbuild()
+            .args(["--container", "--box", "debian", "--stash", stash, "--"])
+            .arg("--description")
+            .arg(repo_root().join("examples/debian-tarball"))
+            .arg("--target-dir")
+            .arg(&t)
+            .output()
+            .unwrap()
+    };
+    refused(
+        &build("oci://127.0.0.1:1/stashes/base:1"),
+        "oci://127.0.0.1:1/stashes/base:1: cannot reach the registry",
+    );
+    refused(
+        &build(&w.oci("stashes/my_base:1")),
+        "the repository's last part names the stash",
+    );
     let out = w
         .boxbuild()
         .args(["stash", "push", "nope:1", &w.oci("stashes/nope")])

@@ -31,6 +31,8 @@ pub struct StashRun {
     /// For a stackbuild or a host root: the builder's arguments (a plain build has its own).
     pub args: Option<BuilderArgs>,
     commit: Option<(String, String)>,
+    /// `--stash oci://...`: where the new stash goes after the commit.
+    push: Option<(Remote, BoxReference)>,
     dir: StashDir,
     work: tempfile::TempDir,
     _locks: Vec<EntryLock>,
@@ -65,9 +67,7 @@ pub fn prepare(
                 };
             };
             if text.starts_with(SCHEME) {
-                return Err(Error::setup(format!(
-                    "--stash {text}: a build stores its stash in the stash dir; name it NAME[:TAG] and push it after with 'boxbuild stash push NAME:TAG {text}'"
-                )));
+                return stash_and_push(dir, text, signals, ui).map(Some);
             }
             let stash = StashRef::parse(text)?;
             let Pin::Tag(tag) = stash.pin else {
@@ -119,6 +119,39 @@ pub fn prepare(
     }
 }
 
+/// `--stash oci://REGISTRY/REPOSITORY[:TAG]` on a build: stashed in the stash dir as
+/// NAME:TAG (the repository's last part, the reference's tag or `latest`), then pushed
+/// there. The registry is asked first whether it takes the push.
+fn stash_and_push(dir: StashDir, text: &str, signals: &SignalWatch, ui: Ui) -> Result<StashRun> {
+    let target = BoxReference::parse(text)?;
+    if target.digest().is_some() {
+        return Err(Error::setup(format!(
+            "--stash {text}: a new stash is named by a tag, not a digest"
+        )));
+    }
+    let name = target
+        .inner
+        .repository()
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    store::check_name(&name).map_err(|e| {
+        Error::setup(format!(
+            "--stash {text}: {e}; the repository's last part names the stash"
+        ))
+    })?;
+    let tag = target
+        .written_tag()
+        .unwrap_or(store::DEFAULT_TAG)
+        .to_string();
+    let remote = Remote::open(ui, signals)?;
+    remote.check_target(&target)?;
+    let mut run = stash_task(dir, name, tag.clone(), None, None, signals, ui)?;
+    run.push = Some((remote, target.at_tag(&tag)));
+    Ok(run)
+}
+
 fn stash_task(
     dir: StashDir,
     name: String,
@@ -147,6 +180,7 @@ fn stash_task(
         job,
         args,
         commit: Some((name, tag)),
+        push: None,
         dir,
         work,
         _locks: vec![lock],
@@ -244,6 +278,7 @@ fn stackbuild(
             rest,
         }),
         commit: None,
+        push: None,
         dir,
         work,
         _locks: locks,
@@ -315,6 +350,24 @@ impl StashRun {
             "stashed {name}:{tag} ({digest}) in {}",
             self.dir.path(name).display()
         ));
+        if let Some((remote, target)) = &self.push {
+            let stash = StashRef {
+                name: name.clone(),
+                pin: Pin::Tag(tag.clone()),
+            };
+            let (digest, target) = remote
+                .push(&self.dir, &stash, target, None, self._locks.first())
+                .map_err(|e| {
+                    Error::setup(format!(
+                        "stash {stash} is in the stash dir, but its push failed: {e}; push it with 'boxbuild stash push {stash} {}'",
+                        target.text
+                    ))
+                })?;
+            ui.info(&format!(
+                "pushed stash {stash} to {} as {digest}",
+                target.text
+            ));
+        }
         Ok(code)
     }
 }
@@ -367,7 +420,7 @@ pub fn push(
     let target = BoxReference::parse(target)?;
     let signals = SignalWatch::install()?;
     let remote = Remote::open(ui, &signals)?;
-    let (digest, target) = remote.push(&dir, &stash, &target, sign_key)?;
+    let (digest, target) = remote.push(&dir, &stash, &target, sign_key, None)?;
     crate::sys::ui::say(&format!(
         "pushed stash {stash} to {} as {digest}{}",
         target.text,

@@ -249,17 +249,30 @@ impl Remote {
         Ok(digest)
     }
 
+    /// Whether `target`'s registry answers and lets this user push to its repository (a
+    /// HEAD request for a blob, authenticated for pushing), before a build whose stash
+    /// goes there. Errors: one line naming the target.
+    pub fn check_target(&self, target: &BoxReference) -> Result<()> {
+        let empty = crate::sys::digest::sha256_digest(b"");
+        self.registry
+            .has_blob(&target.inner, &empty)
+            .map(|_| ())
+            .map_err(|e| e.explain(&target.text, target.inner.registry()))
+    }
+
     /// `stash push`: version `stash` of the stash dir to `target` (its tag, else the
     /// stash's), blobs the registry lacks first, the manifest as stored (the digest stays),
     /// signed with `sign_key` (PKCS#8 PEM, as `box push --sign-key`). Returns the digest.
     /// Errors, one line, before anything is sent where they can be: an unknown stash or
     /// tag, an oci-archive of kiwi, a bad key, a target without a tag or with a digest.
+    /// `held`: the name's lock, when the caller holds it already (else it is taken shared).
     pub fn push(
         &self,
         dir: &StashDir,
         stash: &StashRef,
         target: &BoxReference,
         sign_key: Option<&Path>,
+        held: Option<&EntryLock>,
     ) -> Result<(String, BoxReference)> {
         if target.digest().is_some() {
             return Err(Error::setup(format!(
@@ -281,7 +294,10 @@ impl Remote {
             .map(signature::load_signing_key)
             .transpose()
             .map_err(Error::setup)?;
-        let _reading = self.lock(dir, &stash.name, Mode::Shared)?;
+        let _reading = match held {
+            Some(_) => None,
+            None => Some(self.lock(dir, &stash.name, Mode::Shared)?),
+        };
         let (layout_dir, manifest) = match dir.resolve(stash)? {
             Source::Layout { dir, manifest } => (dir, manifest),
             Source::Archive { file, reference } => {
