@@ -245,12 +245,17 @@ fn stackbuild(
     }
     if wanted.iter().any(|w| matches!(w, Wanted::Remote(_))) {
         let remote = Remote::open(ui, signals)?;
-        for (slot, w) in inputs.iter_mut().zip(&wanted) {
+        // Every pull first (each under its own exclusive lock), then the shared locks.
+        let mut pulled = Vec::new();
+        for (i, w) in wanted.iter().enumerate() {
             if let Wanted::Remote(reference) = w {
-                let (lock, source) = remote.cached(&dir, reference)?;
-                locks.push(lock);
-                *slot = Some(input(&reference.text, source, ui));
+                pulled.push((i, reference, remote.cache(&dir, reference)?));
             }
+        }
+        for (i, reference, digest) in pulled {
+            let (lock, source) = remote.hold(&dir, reference, &digest)?;
+            locks.push(lock);
+            inputs[i] = Some(input(&reference.text, source, ui));
         }
     }
     let inputs: Vec<StashInput> = inputs.into_iter().flatten().collect();

@@ -129,46 +129,60 @@ impl Remote {
         })
     }
 
-    /// For a stackbuild: the image `reference` names, pulled into the cache (only the
-    /// blobs the cache lacks), and the cache entry's shared lock, held while the box reads
-    /// it. What the cache has already is read under the shared lock alone, so stackbuilds
-    /// of one reference run side by side; only a pull takes the exclusive one. A digest
-    /// reference found in the cache needs no registry, unless a trust rule asks for its
-    /// signature. Errors: as `pull`.
-    pub fn cached(&self, dir: &StashDir, reference: &BoxReference) -> Result<(EntryLock, Source)> {
+    /// For a stackbuild: the image `reference` names, pulled into the cache unless it is
+    /// there (only the blobs the cache lacks, under the entry's exclusive lock, released
+    /// again); its manifest digest. A digest reference found in the cache needs no
+    /// registry, unless a trust rule asks for its signature. A stackbuild pulls all its
+    /// references first and then `hold`s them, so two stackbuilds never wait for each
+    /// other's locks in turn. Errors: as `pull`.
+    pub fn cache(&self, dir: &StashDir, reference: &BoxReference) -> Result<String> {
         let name = cache_name(reference);
         let tag = cache_tag(reference);
-        let at_hand = |digest: Option<&str>| -> Result<Option<(EntryLock, Source)>> {
-            let lock = self.lock(dir, &name, Mode::Shared)?;
-            Ok(find(dir, &name, &tag, digest).map(|manifest| {
-                let source = Source::Layout {
-                    dir: dir.path(&name),
-                    manifest,
-                };
-                (lock, source)
-            }))
-        };
         if reference.digest().is_some() && trust::rule_for(&self.rules, &reference.text).is_none() {
-            if let Some(hit) = at_hand(None)? {
+            let _reading = self.lock(dir, &name, Mode::Shared)?;
+            if let Some(digest) = find(dir, &name, &tag, None) {
                 self.ui.detail(&format!("{}: in the cache", reference.text));
-                return Ok(hit);
+                return Ok(digest);
             }
         }
         let resolved = self.resolve(reference)?;
-        if let Some(hit) = at_hand(Some(&resolved.digest))? {
-            self.ui.detail(&format!(
-                "{}: {} is in the cache",
-                reference.text, resolved.digest
-            ));
-            return Ok(hit);
+        {
+            let _reading = self.lock(dir, &name, Mode::Shared)?;
+            if find(dir, &name, &tag, Some(&resolved.digest)).is_some() {
+                self.ui.detail(&format!(
+                    "{}: {} is in the cache",
+                    reference.text, resolved.digest
+                ));
+                return Ok(resolved.digest);
+            }
         }
-        self.store(dir, reference, &resolved, &name, &tag)?;
-        at_hand(Some(&resolved.digest))?.ok_or_else(|| {
-            Error::setup(format!(
+        self.store(dir, reference, &resolved, &name, &tag)
+    }
+
+    /// The cache entry of `reference` at `digest` (what `cache` returned), with its shared
+    /// lock, held while the box reads it: stackbuilds of one reference run side by side.
+    /// Errors: the version is gone (another boxbuild moved the tag meanwhile).
+    pub fn hold(
+        &self,
+        dir: &StashDir,
+        reference: &BoxReference,
+        digest: &str,
+    ) -> Result<(EntryLock, Source)> {
+        let name = cache_name(reference);
+        let lock = self.lock(dir, &name, Mode::Shared)?;
+        match find(dir, &name, &cache_tag(reference), Some(digest)) {
+            Some(manifest) => Ok((
+                lock,
+                Source::Layout {
+                    dir: dir.path(&name),
+                    manifest,
+                },
+            )),
+            None => Err(Error::setup(format!(
                 "{}: another boxbuild moved its tag in the cache meanwhile; run again",
                 reference.text
-            ))
-        })
+            ))),
+        }
     }
 
     /// `stash pull`: the image `reference` names as version `tag` of stash `name` (a new
