@@ -195,6 +195,13 @@ impl StashDir {
         )
     }
 
+    /// The lock of a name if it is free now, else None.
+    pub fn try_lock(&self, name: &str, mode: Mode) -> Result<Option<EntryLock>> {
+        let dir = self.root.join(".locks");
+        fs::create_dir_all(&dir).context(|| format!("cannot create {}", dir.display()))?;
+        lock::try_acquire(&dir.join(format!("{}.lock", file_name(name))), mode)
+    }
+
     /// The versions of a stash, newest last; an error if it is missing or no OCI layout.
     pub fn versions(&self, name: &str) -> Result<Vec<Version>> {
         let dir = self.path(name);

@@ -214,7 +214,8 @@ impl Remote {
     }
 
     /// Fetches what the layout `name` lacks of `resolved` and commits it as `name:tag`,
-    /// under the name's exclusive lock (nothing to do when it is there already).
+    /// under the name's exclusive lock (nothing to do when it is there already, also when
+    /// another boxbuild holding the lock put it there).
     fn store(
         &self,
         dir: &StashDir,
@@ -223,7 +224,27 @@ impl Remote {
         name: &str,
         tag: &str,
     ) -> Result<String> {
-        let _writing = self.lock(dir, name, Mode::Exclusive)?;
+        // Another boxbuild writing or reading the name may have what is wanted: looked for
+        // while waiting, so a stackbuild never waits for another one to end.
+        let mut told = false;
+        let _writing = loop {
+            if let Some(lock) = dir.try_lock(name, Mode::Exclusive)? {
+                break lock;
+            }
+            if let Some(_reading) = dir.try_lock(name, Mode::Shared)? {
+                if find(dir, name, tag, Some(&resolved.digest)).is_some() {
+                    return Ok(resolved.digest.clone());
+                }
+            }
+            if !std::mem::replace(&mut told, true) {
+                self.ui
+                    .info(&format!("waiting for {name}: another boxbuild is using it"));
+            }
+            if let Some(sig) = self.signals.pending() {
+                return Err(Error::Interrupted(sig));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        };
         if dir.path(name).exists() {
             // An oci-archive of kiwi, or no OCI layout: refused as for a new layer.
             dir.newest(name)?;
