@@ -120,9 +120,16 @@ pub fn resolve(registry: &Registry, reference: &BoxReference) -> Result<Resolved
     })
 }
 
-/// The `mediaType` a document declares; an index or a manifest by its shape without one.
+/// The `mediaType` a document declares; without one, an index or an image manifest by
+/// its shape (`manifests`, `config`), else what it is (a Docker schema 1 manifest).
 fn media_type(bytes: &[u8]) -> String {
-    push::media_type_of(bytes)
+    let value: serde_json::Value = serde_json::from_slice(bytes).unwrap_or_default();
+    match value.get("mediaType").and_then(|m| m.as_str()) {
+        Some(declared) => declared.to_string(),
+        None if value.get("manifests").is_some() => INDEX_MEDIA_TYPE.to_string(),
+        None if value.get("config").is_some() => MANIFEST_MEDIA_TYPE.to_string(),
+        None => format!("schema {} manifest", value["schemaVersion"]),
+    }
 }
 
 /// Writes the manifest of `resolved` and fetches its config and layers into

@@ -323,7 +323,7 @@ fn stored_source(boxes: &[ArchBox]) -> Option<String> {
 }
 
 /// The media type a stored document declares (`mediaType`), else what its shape says.
-pub fn media_type_of(bytes: &[u8]) -> String {
+fn media_type_of(bytes: &[u8]) -> String {
     let value: serde_json::Value = serde_json::from_slice(bytes).unwrap_or_default();
     match value.get("mediaType").and_then(|m| m.as_str()) {
         Some(media_type) => media_type.to_string(),
