@@ -36,6 +36,8 @@ impl World {
         let storage = tempfile::tempdir().unwrap();
         let registry = Registry::start(storage.path(), None);
         let conf = registries_conf(env.tmp.path(), &[&registry.addr]);
+        // No credentials (podman in the box's runtime reads this file too).
+        fs::write(env.tmp.path().join("no-auth.json"), "{\"auths\":{}}").unwrap();
         World {
             env,
             registry,
