@@ -1,7 +1,7 @@
 //! Stashes and stackbuilds (docs/stash.md): the stash options turned into what a build
 //! needs before its box starts (stashes resolved, locks held, the work share written),
-//! and what it does after (the new stash committed). `app::build` runs the build itself;
-//! `stash list` is here.
+//! and what it does after (the new stash committed, and pushed for `--stash oci://...`).
+//! `app::build` runs the build itself; `stash list`, `stash push` and `stash pull` are here.
 
 use crate::boxes::reference::{BoxReference, SCHEME};
 use crate::boxes::stash::registry::{self, Remote, Wanted};
@@ -129,18 +129,7 @@ fn stash_and_push(dir: StashDir, text: &str, signals: &SignalWatch, ui: Ui) -> R
             "--stash {text}: a new stash is named by a tag, not a digest"
         )));
     }
-    let name = target
-        .inner
-        .repository()
-        .rsplit('/')
-        .next()
-        .unwrap_or_default()
-        .to_string();
-    store::check_name(&name).map_err(|e| {
-        Error::setup(format!(
-            "--stash {text}: {e}; the repository's last part names the stash"
-        ))
-    })?;
+    let name = repository_name(&target, "the repository's last part names the stash")?;
     let tag = target
         .written_tag()
         .unwrap_or(store::DEFAULT_TAG)
@@ -452,19 +441,11 @@ pub fn pull(stash_dir: Option<&Path>, reference: &str, stash: Option<&str>, ui: 
             }
         }
         None => {
-            let last = reference
-                .inner
-                .repository()
-                .rsplit('/')
-                .next()
-                .unwrap_or("");
-            store::check_name(last).map_err(|e| {
-                Error::setup(format!(
-                    "{}: {e}; name the stash: 'stash pull {} NAME[:TAG]'",
-                    reference.text, reference.text
-                ))
-            })?;
-            (last.to_string(), pulled_tag(&reference))
+            let name = repository_name(
+                &reference,
+                &format!("name the stash: 'stash pull {} NAME[:TAG]'", reference.text),
+            )?;
+            (name, pulled_tag(&reference))
         }
     };
     let signals = SignalWatch::install()?;
@@ -476,6 +457,20 @@ pub fn pull(stash_dir: Option<&Path>, reference: &str, stash: Option<&str>, ui: 
         dir.path(&name).display()
     ));
     Ok(0)
+}
+
+/// The stash name a registry reference gives: its repository's last part, if kiwi takes
+/// it as a name. Errors: one line naming the reference, ending with `hint`.
+fn repository_name(reference: &BoxReference, hint: &str) -> Result<String> {
+    let last = reference
+        .inner
+        .repository()
+        .rsplit('/')
+        .next()
+        .unwrap_or_default();
+    store::check_name(last)
+        .map_err(|e| Error::setup(format!("{}: {e}; {hint}", reference.text)))?;
+    Ok(last.to_string())
 }
 
 /// The tag a pulled stash gets by default: the reference's, else `latest`.
