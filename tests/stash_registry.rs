@@ -321,6 +321,18 @@ fn a_pushed_stash_is_stacked_from_the_registry_twice_at_once() {
     assert!(list.contains(digest), "{list}");
     // Pulled only when signed by the key (trust.toml, as for registry boxes).
     w.trust(&w.oci("stashes/"), &public);
+    // stash pull: by digest, into a stash of another name, the same manifest.
+    let out = w
+        .boxbuild()
+        .args(["stash", "pull", &format!("{target}@{digest}"), "copy:7"])
+        .output()
+        .unwrap();
+    ok(&out);
+    let list = stdout(&w.boxbuild().args(["stash", "list"]).output().unwrap());
+    assert!(
+        list.contains("copy\t7\t1\t") && list.matches(digest).count() == 2,
+        "{list}"
+    );
     let reference = format!("{target}:1");
     let (t1, t2) = (w.path("t1"), w.path("t2"));
     let first = w.stackbuild(&[&reference], &[], &t1).spawn().unwrap();
