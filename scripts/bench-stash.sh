@@ -2,8 +2,10 @@
 # Benchmark of stashes (docs/stash.md) on the Debian kiwi box with --container: the
 # example build (examples/debian-tarball) with --stash beside the same build without,
 # a stackbuild from the stash alone (--no-network) beside the original build, the
-# stash's size beside the root tarball's, and the layer a second stash of the name adds.
-# One run each. Prints a Markdown section; scripts/bench.sh can put it into
+# stash's size beside the root tarball's, and the layer a second stash of the name adds;
+# then the stash pushed to a registry (Debian's docker-registry on 127.0.0.1, plain HTTP)
+# and stackbuilds from its registry reference, first pulling into the registry cache,
+# then from the cache. One run each. Prints a Markdown section; scripts/bench.sh can put it into
 # docs/benchmarks.md (BENCH_STASH_FILE, as BENCH_KIWI_FILE).
 #
 #   scripts/bench-stash.sh
@@ -43,6 +45,27 @@ stash2_s=$(run stash2.log --stash bench:2 -- --description "$desc" --target-dir 
 echo ">> stackbuild from the stash, no network" >&2
 stack_s=$(run stack.log --no-network stackbuild --stash bench:2 --target-dir "$work/t3")
 
+echo ">> stash push to a registry on 127.0.0.1, stackbuilds from it" >&2
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+registry=127.0.0.1:$port
+printf 'version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: %s\nlog:\n  level: error\n' \
+  "$work/registry" "$registry" >"$work/registry.yml"
+docker-registry serve "$work/registry.yml" >/dev/null 2>&1 &
+registry_pid=$!
+trap 'kill $registry_pid 2>/dev/null; rm -rf "$work"' EXIT
+printf '[[registry]]\nlocation = "%s"\ninsecure = true\n' "$registry" >"$work/registries.conf"
+export CONTAINERS_REGISTRIES_CONF=$work/registries.conf
+for _ in $(seq 50); do (echo >/dev/tcp/127.0.0.1/"$port") 2>/dev/null && break; sleep 0.1; done
+t0=$(now)
+"$boxbuild" -q stash push bench:2 "oci://$registry/stashes/bench" >"$work/push.log" 2>&1 ||
+  { cat "$work/push.log" >&2; exit 1; }
+push_s=$(since "$t0")
+pushed=$(du -sb "$work/registry" | cut -f1)
+pull_s=$(run pull.log --no-network stackbuild --stash "oci://$registry/stashes/bench:2" --target-dir "$work/t4")
+cached_s=$(run cached.log --no-network stackbuild --stash "oci://$registry/stashes/bench:2" --target-dir "$work/t5")
+same_registry=no
+cmp -s "$work"/t1/*.packages "$work"/t4/*.packages && same_registry=yes
+
 layout=$work/stashes/bench
 tarball=$(stat -c %s "$work"/t1/*.tar.xz)
 first=$(skopeo inspect oci:"$layout":1 | python3 -c 'import json,sys; print(json.load(sys.stdin)["Layers"][0])')
@@ -73,4 +96,14 @@ $(nproc) cores; wall time from invoking boxbuild to its exit.
 | the stash's layout with both versions | $(mib "$stash_total") |
 
 The stackbuild's package list equals the original build's: $same.
+
+Through a registry (Debian's docker-registry on 127.0.0.1, plain HTTP):
+
+| run | time |
+|---|---|
+| \`stash push bench:2 oci://…/stashes/bench\` (both layers, $(mib "$pushed") MiB in the registry) | ${push_s} s |
+| \`stackbuild --stash oci://…/stashes/bench:2 --no-network\`, pulled into the registry cache | ${pull_s} s |
+| the same stackbuild again, from the cache (one manifest request) | ${cached_s} s |
+
+The package list of the stackbuild from the registry equals the original build's: $same_registry.
 MD

@@ -77,6 +77,7 @@ packages=("$qemu_pkg" qemu-utils qemu-system-common sshfs uidmap cpio e2fsprogs 
   qemu-system-misc qemu-system-ppc gcc-s390x-linux-gnu libc6-dev-s390x-cross
   gcc-powerpc64le-linux-gnu libc6-dev-ppc64el-cross gcc-riscv64-linux-gnu libc6-dev-riscv64-cross
   docker-registry apache2-utils gpg openssl podman runc catatonit uidmap slirp4netns umoci
+  rsync python3-venv
   qemu-user-static binfmt-support arch-test)
 missing=()
 for p in "${packages[@]}"; do

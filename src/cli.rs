@@ -28,8 +28,8 @@ pub enum Command {
     /// Manage boxes: list, fetch, update, outdated, prune, remove, verify, push, sign, cache.
     #[command(name = "box")]
     Box(BoxArgs),
-    /// Stashes (image root trees kept as OCI images): 'stash list'; 'system stash --root
-    /// DIR' stores a root tree from the host (docs/stash.md).
+    /// Stashes (image root trees kept as OCI images): 'stash list', 'stash push', 'stash
+    /// pull'; 'system stash --root DIR' stores a root tree from the host (docs/stash.md).
     Stash(StashArgs),
     /// Build an image from one or more stashes stacked in order (kiwi's 'system
     /// stackbuild'), in the box (docs/stash.md).
@@ -326,7 +326,7 @@ pub struct BuildOptions {
 
     /// After the build, store kiwi's image root tree as version TAG (default latest) of
     /// the stash NAME, an OCI image layout in the stash dir; with stackbuild: a stash to
-    /// stack (repeatable, NAME[:TAG] or NAME@sha256:...).
+    /// stack (repeatable, NAME[:TAG], NAME@sha256:... or oci://REGISTRY/REPOSITORY:TAG).
     #[arg(long, value_name = "NAME[:TAG]")]
     pub stash: Vec<String>,
 
@@ -717,6 +717,33 @@ pub enum StashCommand {
         #[arg(long, value_name = "DIR", env = "BOXBUILD_STASH_DIR")]
         stash_dir: Option<PathBuf>,
     },
+    /// Push a stash version to an OCI registry, e.g. 'stash push mybase:2026-12
+    /// oci://registry.example.org/stashes/mybase' (the registry's tag defaults to the
+    /// stash's).
+    Push {
+        #[arg(value_name = "NAME[:TAG]")]
+        stash: String,
+        #[arg(value_name = "oci://REGISTRY/REPOSITORY[:TAG]")]
+        target: String,
+        /// Sign the pushed manifest with this P-256 private key (PKCS#8 PEM), as cosign does.
+        #[arg(long, value_name = "KEY")]
+        sign_key: Option<PathBuf>,
+        /// Where stashes live (default: boxbuild's data dir, per user).
+        #[arg(long, value_name = "DIR", env = "BOXBUILD_STASH_DIR")]
+        stash_dir: Option<PathBuf>,
+    },
+    /// Pull a container image from an OCI registry into the stash dir as stash NAME
+    /// (default: the repository's last part) and TAG (default: the reference's tag, else
+    /// latest).
+    Pull {
+        #[arg(value_name = "oci://REGISTRY/REPOSITORY[:TAG|@sha256:...]")]
+        reference: String,
+        #[arg(value_name = "NAME[:TAG]")]
+        stash: Option<String>,
+        /// Where stashes live (default: boxbuild's data dir, per user).
+        #[arg(long, value_name = "DIR", env = "BOXBUILD_STASH_DIR")]
+        stash_dir: Option<PathBuf>,
+    },
 }
 
 /// kiwi's `system stackbuild`: `--stash` (BuildOptions) names the stashes.
@@ -731,7 +758,8 @@ pub struct StackbuildArgs {
     #[arg(long, value_name = "DIR")]
     pub description: Option<PathBuf>,
 
-    /// Pull the stashes from this registry (oci://REGISTRY/PATH).
+    /// Look each --stash NAME[:TAG] up in this registry as PATH/NAME:TAG
+    /// (oci://REGISTRY/PATH, as kiwi 11); a --stash oci://... is a registry reference itself.
     #[arg(long, value_name = "URI")]
     pub from_registry: Option<String>,
 

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{debian_box_dir, repo_root, stderr, stdout, Env};
+use common::{debian_box_dir, refused, repo_root, stderr, stdout, Env};
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -26,18 +26,6 @@ fn boxbuild(env: &Env, catalog: &Path) -> Command {
 
 fn debian(env: &Env) -> Command {
     boxbuild(env, &debian_box_dir().join("catalog.toml"))
-}
-
-/// Exit 125 and exactly one line, containing `says`; no box started.
-fn refused(out: &Output, says: &str) {
-    let err = stderr(out);
-    assert_eq!(out.status.code(), Some(125), "{err}");
-    assert_eq!(err.lines().count(), 1, "one line: {err}");
-    assert!(
-        err.starts_with("boxbuild: error: ") && err.contains(says),
-        "{err}"
-    );
-    assert!(!err.contains("box debian"), "a box started: {err}");
 }
 
 fn skopeo_inspect(layout: &Path, tag: &str, config: bool) -> serde_json::Value {

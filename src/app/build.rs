@@ -21,6 +21,7 @@ use crate::runtime::{self, Plan, RuntimeSettings};
 use crate::sys::error::{Error, Result};
 use crate::sys::signals::SignalWatch;
 use crate::sys::ui::Ui;
+use std::path::Path;
 use std::time::Instant;
 
 /// Runs one build to its end. Returns the builder's exit code; errors carry boxbuild's own
@@ -34,11 +35,43 @@ pub fn stackbuild(args: &StackbuildArgs, ui: Ui) -> Result<u8> {
     run(&args.build, ui, Request::Stackbuild(args))
 }
 
-/// `stash list`, `system stash --list`, and `system stash --root DIR`.
+/// `stash list`, `stash push`, `stash pull`, `system stash --list`, and `system stash
+/// --root DIR`.
 pub fn stash_command(args: &StashArgs, ui: Ui) -> Result<u8> {
+    let or_global = |dir: &Option<std::path::PathBuf>| {
+        dir.as_deref()
+            .or(args.build.stash_dir.as_deref())
+            .map(Path::to_path_buf)
+    };
     match &args.command {
         Some(StashCommand::List { stash_dir }) => {
-            return stash::list(stash_dir.as_deref().or(args.build.stash_dir.as_deref()))
+            return stash::list(or_global(stash_dir).as_deref())
+        }
+        Some(StashCommand::Push {
+            stash,
+            target,
+            sign_key,
+            stash_dir,
+        }) => {
+            return stash::push(
+                or_global(stash_dir).as_deref(),
+                stash,
+                target,
+                sign_key.as_deref(),
+                ui,
+            )
+        }
+        Some(StashCommand::Pull {
+            reference,
+            stash,
+            stash_dir,
+        }) => {
+            return stash::pull(
+                or_global(stash_dir).as_deref(),
+                reference,
+                stash.as_deref(),
+                ui,
+            )
         }
         None if args.list => return stash::list(args.build.stash_dir.as_deref()),
         None => {}

@@ -1,8 +1,10 @@
 //! Stashes and stackbuilds (docs/stash.md): the stash options turned into what a build
 //! needs before its box starts (stashes resolved, locks held, the work share written),
-//! and what it does after (the new stash committed). `app::build` runs the build itself;
-//! `stash list` is here.
+//! and what it does after (the new stash committed, and pushed for `--stash oci://...`).
+//! `app::build` runs the build itself; `stash list`, `stash push` and `stash pull` are here.
 
+use crate::boxes::reference::{BoxReference, SCHEME};
+use crate::boxes::stash::registry::{self, Remote, Wanted};
 use crate::boxes::stash::{self as store, Pin, Source, StashDir, StashRef};
 use crate::boxes::store::lock::{EntryLock, Mode};
 use crate::cli::{BuildOptions, StackbuildArgs, StashArgs};
@@ -29,6 +31,8 @@ pub struct StashRun {
     /// For a stackbuild or a host root: the builder's arguments (a plain build has its own).
     pub args: Option<BuilderArgs>,
     commit: Option<(String, String)>,
+    /// `--stash oci://...`: where the new stash goes after the commit.
+    push: Option<(Remote, BoxReference)>,
     dir: StashDir,
     work: tempfile::TempDir,
     _locks: Vec<EntryLock>,
@@ -62,6 +66,9 @@ pub fn prepare(
                     )),
                 };
             };
+            if text.starts_with(SCHEME) {
+                return stash_and_push(dir, text, signals, ui).map(Some);
+            }
             let stash = StashRef::parse(text)?;
             let Pin::Tag(tag) = stash.pin else {
                 return Err(Error::setup(format!(
@@ -112,6 +119,28 @@ pub fn prepare(
     }
 }
 
+/// `--stash oci://REGISTRY/REPOSITORY[:TAG]` on a build: stashed in the stash dir as
+/// NAME:TAG (the repository's last part, the reference's tag or `latest`), then pushed
+/// there. The registry is asked first whether it takes the push.
+fn stash_and_push(dir: StashDir, text: &str, signals: &SignalWatch, ui: Ui) -> Result<StashRun> {
+    let target = BoxReference::parse(text)?;
+    if target.digest().is_some() {
+        return Err(Error::setup(format!(
+            "--stash {text}: a new stash is named by a tag, not a digest"
+        )));
+    }
+    let name = repository_name(&target, "the repository's last part names the stash")?;
+    let tag = target
+        .written_tag()
+        .unwrap_or(store::DEFAULT_TAG)
+        .to_string();
+    let remote = Remote::open(ui, signals)?;
+    remote.check_target(&target)?;
+    let mut run = stash_task(dir, name, tag.clone(), None, None, signals, ui)?;
+    run.push = Some((remote, target.at_tag(&tag)));
+    Ok(run)
+}
+
 fn stash_task(
     dir: StashDir,
     name: String,
@@ -140,6 +169,7 @@ fn stash_task(
         job,
         args,
         commit: Some((name, tag)),
+        push: None,
         dir,
         work,
         _locks: vec![lock],
@@ -154,36 +184,25 @@ fn stackbuild(
     signals: &SignalWatch,
     ui: Ui,
 ) -> Result<StashRun> {
-    if args.from_registry.is_some() {
-        return Err(Error::setup(
-            "stackbuild --from-registry is not supported yet: copy the stashes into the stash dir first (skopeo copy docker://... oci:STASH_DIR/NAME:TAG)",
-        ));
-    }
     if opts.stash.is_empty() {
         return Err(Error::setup(
-            "stackbuild: name at least one --stash NAME[:TAG]",
+            "stackbuild: name at least one --stash NAME[:TAG] (or oci://REGISTRY/REPOSITORY:TAG)",
         ));
     }
-    let refs = opts
+    let from = args.from_registry.as_deref();
+    let wanted = opts
         .stash
         .iter()
-        .map(|s| StashRef::parse(s))
+        .map(|s| registry::wanted(s, from))
         .collect::<Result<Vec<_>>>()?;
+    // The stash dir's stashes first: a typo there costs no registry round trip.
     let mut locks = Vec::new();
-    let mut inputs = Vec::new();
-    for stash in &refs {
-        locks.push(dir.lock(&stash.name, Mode::Shared, signals, waiting(ui, &stash.name))?);
-        inputs.push(match dir.resolve(stash)? {
-            Source::Layout { dir, manifest } => {
-                ui.detail(&format!("stash {stash} is {manifest}"));
-                StashInput::Layout {
-                    reference: stash.to_string(),
-                    dir,
-                    manifest,
-                }
-            }
-            Source::Archive { file, reference } => StashInput::Archive { reference, file },
-        });
+    let mut inputs: Vec<Option<StashInput>> = vec![None; wanted.len()];
+    for (slot, w) in inputs.iter_mut().zip(&wanted) {
+        if let Wanted::Local(stash) = w {
+            locks.push(dir.lock(&stash.name, Mode::Shared, signals, waiting(ui, &stash.name))?);
+            *slot = Some(input(&stash.to_string(), dir.resolve(stash)?, ui));
+        }
     }
     let description = match &args.description {
         Some(d) if !d.is_dir() => {
@@ -213,6 +232,22 @@ fn stackbuild(
             "--target-dir is the same directory as --description: use a separate directory for results",
         ));
     }
+    if wanted.iter().any(|w| matches!(w, Wanted::Remote(_))) {
+        let remote = Remote::open(ui, signals)?;
+        // Every pull first (each under its own exclusive lock), then the shared locks.
+        let mut pulled = Vec::new();
+        for (i, w) in wanted.iter().enumerate() {
+            if let Wanted::Remote(reference) = w {
+                pulled.push((i, reference, remote.cache(&dir, reference)?));
+            }
+        }
+        for (i, reference, digest) in pulled {
+            let (lock, source) = remote.hold(&dir, reference, &digest)?;
+            locks.push(lock);
+            inputs[i] = Some(input(&reference.text, source, ui));
+        }
+    }
+    let inputs: Vec<StashInput> = inputs.into_iter().flatten().collect();
     let work = dir.staging("stackbuild")?;
     let task = Task::Stackbuild {
         stashes: inputs,
@@ -237,11 +272,27 @@ fn stackbuild(
             rest,
         }),
         commit: None,
+        push: None,
         dir,
         work,
         _locks: locks,
         _empty: empty,
     })
+}
+
+/// What the box reads for stash `reference`, found at `source`.
+fn input(reference: &str, source: Source, ui: Ui) -> StashInput {
+    match source {
+        Source::Layout { dir, manifest } => {
+            ui.detail(&format!("stash {reference} is {manifest}"));
+            StashInput::Layout {
+                reference: reference.to_string(),
+                dir,
+                manifest,
+            }
+        }
+        Source::Archive { file, reference } => StashInput::Archive { reference, file },
+    }
 }
 
 /// `<image name="...">` of a kiwi description.
@@ -293,6 +344,24 @@ impl StashRun {
             "stashed {name}:{tag} ({digest}) in {}",
             self.dir.path(name).display()
         ));
+        if let Some((remote, target)) = &self.push {
+            let stash = StashRef {
+                name: name.clone(),
+                pin: Pin::Tag(tag.clone()),
+            };
+            let (digest, target) = remote
+                .push(&self.dir, &stash, target, None, self._locks.first())
+                .map_err(|e| {
+                    Error::setup(format!(
+                        "stash {stash} is in the stash dir, but its push failed: {e}; push it with 'boxbuild stash push {stash} {}'",
+                        target.text
+                    ))
+                })?;
+            ui.info(&format!(
+                "pushed stash {stash} to {} as {digest}",
+                target.text
+            ));
+        }
         Ok(code)
     }
 }
@@ -330,6 +399,86 @@ pub fn list(stash_dir: Option<&Path>) -> Result<u8> {
     }
     crate::sys::ui::say(out.trim_end());
     Ok(0)
+}
+
+/// `stash push NAME[:TAG] oci://REGISTRY/REPOSITORY[:TAG] [--sign-key KEY]`.
+pub fn push(
+    stash_dir: Option<&Path>,
+    stash: &str,
+    target: &str,
+    sign_key: Option<&Path>,
+    ui: Ui,
+) -> Result<u8> {
+    let dir = StashDir::new(stash_dir)?;
+    let stash = StashRef::parse(stash)?;
+    let target = BoxReference::parse(target)?;
+    let signals = SignalWatch::install()?;
+    let remote = Remote::open(ui, &signals)?;
+    let (digest, target) = remote.push(&dir, &stash, &target, sign_key, None)?;
+    crate::sys::ui::say(&format!(
+        "pushed stash {stash} to {} as {digest}{}",
+        target.text,
+        if sign_key.is_some() { ", signed" } else { "" }
+    ));
+    Ok(0)
+}
+
+/// `stash pull oci://REGISTRY/REPOSITORY[:TAG|@DIGEST] [NAME[:TAG]]`.
+pub fn pull(stash_dir: Option<&Path>, reference: &str, stash: Option<&str>, ui: Ui) -> Result<u8> {
+    let dir = StashDir::new(stash_dir)?;
+    let reference = BoxReference::parse(reference)?;
+    let (name, tag) = match stash {
+        Some(text) => {
+            let stash = StashRef::parse(text)?;
+            match stash.pin {
+                Pin::Tag(tag) if text.contains(':') => (stash.name, tag),
+                Pin::Tag(_) => (stash.name, pulled_tag(&reference)),
+                Pin::Digest(_) => {
+                    return Err(Error::setup(format!(
+                        "{text}: a pulled stash is named by a tag, not a digest"
+                    )))
+                }
+            }
+        }
+        None => {
+            let name = repository_name(
+                &reference,
+                &format!("name the stash: 'stash pull {} NAME[:TAG]'", reference.text),
+            )?;
+            (name, pulled_tag(&reference))
+        }
+    };
+    let signals = SignalWatch::install()?;
+    let remote = Remote::open(ui, &signals)?;
+    let digest = remote.pull(&dir, &reference, &name, &tag)?;
+    crate::sys::ui::say(&format!(
+        "stash {name}:{tag} is {} ({digest}) in {}",
+        reference.text,
+        dir.path(&name).display()
+    ));
+    Ok(0)
+}
+
+/// The stash name a registry reference gives: its repository's last part, if kiwi takes
+/// it as a name. Errors: one line naming the reference, ending with `hint`.
+fn repository_name(reference: &BoxReference, hint: &str) -> Result<String> {
+    let last = reference
+        .inner
+        .repository()
+        .rsplit('/')
+        .next()
+        .unwrap_or_default();
+    store::check_name(last)
+        .map_err(|e| Error::setup(format!("{}: {e}; {hint}", reference.text)))?;
+    Ok(last.to_string())
+}
+
+/// The tag a pulled stash gets by default: the reference's, else `latest`.
+fn pulled_tag(reference: &BoxReference) -> String {
+    match (reference.digest(), reference.inner.tag()) {
+        (None, Some(tag)) => tag.to_string(),
+        _ => store::DEFAULT_TAG.to_string(),
+    }
 }
 
 fn mib(bytes: u64) -> String {

@@ -87,6 +87,17 @@ impl BoxReference {
         )
     }
 
+    /// The tag the text names itself (the parsed reference says `latest` when it names
+    /// none).
+    pub fn written_tag(&self) -> Option<&str> {
+        let last = self.text.rsplit('/').next().unwrap_or_default();
+        let before_digest = last.split('@').next().unwrap_or_default();
+        before_digest
+            .contains(':')
+            .then(|| self.inner.tag())
+            .flatten()
+    }
+
     /// The digest the reference pins, if any.
     pub fn digest(&self) -> Option<&str> {
         self.inner.digest()
@@ -141,6 +152,10 @@ mod tests {
         assert_eq!(d.digest(), Some(digest.as_str()));
         assert_eq!(d.text, format!("oci://127.0.0.1:5000/boxes/tiny@{digest}"));
         assert_eq!(r.repository_text(), "oci://127.0.0.1:5000/boxes/tiny");
+        assert_eq!(r.written_tag(), Some("1.0"));
+        let bare = BoxReference::parse("oci://127.0.0.1:5000/boxes/tiny").unwrap();
+        assert_eq!(bare.written_tag(), None);
+        assert_eq!(d.written_tag(), None);
     }
 
     #[test]

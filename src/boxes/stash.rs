@@ -7,7 +7,10 @@
 //! A stash is written whole or not at all: the box writes its new blobs into a staging dir
 //! (`DIR/.incoming/`), and `commit` renames a new layout into place, or moves the blobs
 //! into an existing one and then replaces its `index.json` atomically. Writers of one name
-//! hold an exclusive lock (`DIR/.locks/NAME.lock`), readers a shared one.
+//! hold an exclusive lock (`DIR/.locks/NAME.lock`), readers a shared one. Stashes in
+//! registries: `registry`.
+
+pub mod registry;
 
 use crate::boxes::store::lock::{self, EntryLock, Mode};
 use crate::sys::atomic::write_atomically;
@@ -45,9 +48,7 @@ pub fn valid_tag(tag: &str) -> bool {
 }
 
 fn valid_digest(digest: &str) -> bool {
-    digest.strip_prefix("sha256:").is_some_and(|hex| {
-        hex.len() == 64 && hex.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
-    })
+    crate::sys::digest::sha256_hex(digest).is_some()
 }
 
 /// Which version of a stash: a tag, or a manifest digest.
@@ -186,7 +187,19 @@ impl StashDir {
     ) -> Result<EntryLock> {
         let dir = self.root.join(".locks");
         fs::create_dir_all(&dir).context(|| format!("cannot create {}", dir.display()))?;
-        lock::acquire(&dir.join(format!("{name}.lock")), mode, signals, waiting)
+        lock::acquire(
+            &dir.join(format!("{}.lock", file_name(name))),
+            mode,
+            signals,
+            waiting,
+        )
+    }
+
+    /// The lock of a name if it is free now, else None.
+    pub fn try_lock(&self, name: &str, mode: Mode) -> Result<Option<EntryLock>> {
+        let dir = self.root.join(".locks");
+        fs::create_dir_all(&dir).context(|| format!("cannot create {}", dir.display()))?;
+        lock::try_acquire(&dir.join(format!("{}.lock", file_name(name))), mode)
     }
 
     /// The versions of a stash, newest last; an error if it is missing or no OCI layout.
@@ -314,7 +327,7 @@ impl StashDir {
         fs::create_dir_all(&dir).context(|| format!("cannot create {}", dir.display()))?;
         sweep_incoming(&dir);
         tempfile::Builder::new()
-            .prefix(&format!("{}-{name}-", std::process::id()))
+            .prefix(&format!("{}-{}-", std::process::id(), file_name(name)))
             .tempdir_in(&dir)
             .context(|| format!("cannot create a staging dir in {}", dir.display()))
     }
@@ -381,8 +394,8 @@ impl StashDir {
             let index = json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [entry]});
             write_atomically(&staging.join("index.json"), &to_bytes(&index))?;
             let _ = fs::remove_file(staging.join("result.json"));
-            fs::create_dir_all(&self.root)
-                .context(|| format!("cannot create {}", self.root.display()))?;
+            let parent = layout.parent().unwrap_or(&self.root);
+            fs::create_dir_all(parent).context(|| format!("cannot create {}", parent.display()))?;
             fs::rename(staging, &layout)
                 .context(|| format!("cannot move the new stash to {}", layout.display()))?;
             return Ok(digest);
@@ -464,6 +477,11 @@ fn sweep_incoming(dir: &Path) {
             let _ = fs::remove_dir_all(e.path());
         }
     }
+}
+
+/// A name below the stash dir as one file name (the registry cache's names hold a `/`).
+fn file_name(name: &str) -> String {
+    name.replace('/', "_")
 }
 
 pub fn blob_path(layout: &Path, digest: &str) -> PathBuf {

@@ -16,6 +16,14 @@ pub fn sha256_digest(bytes: &[u8]) -> String {
     format!("sha256:{}", hex(&Sha256::digest(bytes)))
 }
 
+/// The HEX of a `sha256:HEX` digest (64 lower-case hex digits), or None when `digest` is
+/// not one (so it can name a file under `blobs/sha256/` safely).
+pub fn sha256_hex(digest: &str) -> Option<&str> {
+    digest.strip_prefix("sha256:").filter(|hex| {
+        hex.len() == 64 && hex.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
+    })
+}
+
 /// The sha256 (hex) of a file, read in 1 MiB chunks. Errors: the file's I/O errors.
 pub fn sha256_file(path: &Path) -> std::io::Result<String> {
     let mut file = File::open(path)?;

@@ -282,6 +282,19 @@ pub fn assert_loop_type_refused(out: &Output, image_type: &str) {
     assert_eq!(err.lines().count(), 1, "{err}");
 }
 
+/// Refused before any box started: exit 125 and exactly one line, `boxbuild: error: `
+/// and then a message containing `says`.
+pub fn refused(out: &Output, says: &str) {
+    let err = stderr(out);
+    assert_eq!(out.status.code(), Some(125), "{err}");
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(
+        err.starts_with("boxbuild: error: ") && err.contains(says),
+        "wanted {says:?}: {err}"
+    );
+    assert!(!err.contains("box debian"), "a box started: {err}");
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }

@@ -273,6 +273,21 @@ pub fn registries_conf(dir: &Path, addrs: &[&str]) -> PathBuf {
     path
 }
 
+/// Writes `HOME/.config/boxbuild/trust.toml` with one rule: sources under `prefix` must be
+/// signed by the public key `public`.
+pub fn trust_key(home: &Path, prefix: &str, public: &Path) {
+    let config = home.join(".config/boxbuild");
+    fs::create_dir_all(&config).unwrap();
+    fs::write(
+        config.join("trust.toml"),
+        format!(
+            "[[source]]\nprefix = \"{prefix}\"\nkeys = [\"{}\"]\n",
+            public.display()
+        ),
+    )
+    .unwrap();
+}
+
 /// A TCP proxy to a registry that cuts the first transfer of one blob after `cut_after`
 /// response bytes, and counts the response bytes it passed for requests of that blob.
 pub struct CuttingProxy {

@@ -110,7 +110,23 @@ fn part_paths(dest: &Path) -> (PathBuf, PathBuf) {
     )
 }
 
-impl Fetcher<'_> {
+impl<'a> Fetcher<'a> {
+    /// A fetcher trying `$BOXBUILD_FETCH_RETRIES` more times after a network error.
+    pub fn new(
+        http: &'a Http,
+        registry: &'a dyn BlobSource,
+        ui: Ui,
+        signals: &'a SignalWatch,
+    ) -> Fetcher<'a> {
+        Fetcher {
+            http,
+            registry,
+            ui,
+            signals,
+            retries: retries_from_env(),
+        }
+    }
+
     pub fn fetch(&self, d: &Download) -> Result<()> {
         let (part_path, meta_path) = part_paths(&d.dest);
         let io = |what: &str, e: std::io::Error| {

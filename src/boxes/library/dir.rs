@@ -23,7 +23,7 @@ impl BoxSource for Dir {
         }
         let dir = std::path::Path::new(path);
         let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
-        let version = crate::boxes::oci::image::dir_version(&dir)
+        let version = crate::boxes::oci::box_image::dir_version(&dir)
             .map_err(|m| Error::setup(format!("{reference}: {m}")))?;
         let name = box_name(&dir);
         library.catalogs.insert(

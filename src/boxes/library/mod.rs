@@ -80,13 +80,7 @@ impl Library {
     }
 
     pub fn fetcher(&self) -> Fetcher<'_> {
-        Fetcher {
-            http: &self.http,
-            registry: &self.registry,
-            ui: self.ui,
-            signals: &self.signals,
-            retries: fetch::retries_from_env(),
-        }
+        Fetcher::new(&self.http, &self.registry, self.ui, &self.signals)
     }
 
     pub fn find(&self, box_ref: &str, arch: &str) -> Result<Found<'_>> {

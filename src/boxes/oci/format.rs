@@ -12,9 +12,10 @@ use std::collections::BTreeMap;
 pub const ARTIFACT_TYPE: &str = "application/vnd.boxbuild.box.v1";
 /// The config blob's media type (JSON, [`BoxConfig`]).
 pub const CONFIG_MEDIA_TYPE: &str = "application/vnd.boxbuild.box.config.v1+json";
-/// The OCI image spec's media types for index and manifest.
+/// The OCI image spec's media types for index, manifest and a container image's config.
 pub const INDEX_MEDIA_TYPE: &str = "application/vnd.oci.image.index.v1+json";
 pub const MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const IMAGE_CONFIG_MEDIA_TYPE: &str = "application/vnd.oci.image.config.v1+json";
 /// The annotation naming a layer's file (OCI image spec, pre-defined annotation keys).
 pub const TITLE: &str = "org.opencontainers.image.title";
 /// The annotation carrying the box version on the index.

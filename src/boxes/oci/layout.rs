@@ -66,16 +66,14 @@ impl Layout {
         crate::boxes::reference::sanitize(&format!("layout{}", self.dir.display()))
     }
 
-    fn blob_path(&self, digest: &str) -> std::result::Result<PathBuf, RegistryError> {
-        let hex = digest
-            .strip_prefix("sha256:")
-            .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
-            .ok_or_else(|| {
-                RegistryError::Invalid(format!(
-                    "{}: {digest} is not a sha256 digest",
-                    self.dir.display()
-                ))
-            })?;
+    /// The file of blob `digest`; an error when `digest` is no `sha256:` digest.
+    pub fn blob_path(&self, digest: &str) -> std::result::Result<PathBuf, RegistryError> {
+        let hex = crate::sys::digest::sha256_hex(digest).ok_or_else(|| {
+            RegistryError::Invalid(format!(
+                "{}: {digest} is not a sha256 digest",
+                self.dir.display()
+            ))
+        })?;
         Ok(self.dir.join("blobs/sha256").join(hex))
     }
 

@@ -1,7 +1,9 @@
 //! Boxes in OCI registries: references, the box format (docs/oci-boxes.md), boxes as
-//! container images (docs/box-images.md), the registry client, resolution into a catalog,
-//! push, and cosign-compatible signatures.
+//! container images (`box_image`, docs/box-images.md), the registry client, resolution
+//! into a catalog, push, cosign-compatible signatures, and container images between a
+//! registry and an OCI layout (`image`, for stashes).
 
+pub mod box_image;
 pub mod client;
 pub mod format;
 pub mod image;

@@ -100,7 +100,7 @@ pub fn push(
     }
     let mut index = match options.format {
         Format::Box => format::index(&first.config.version),
-        Format::Container => super::image::index(&first.config.version),
+        Format::Container => super::box_image::index(&first.config.version),
     };
     for arch_box in boxes {
         let (manifest, artifact_type) = match options.format {
@@ -172,15 +172,19 @@ fn box_manifest(
         };
         let path = compressed.as_ref().map_or(original, |t| t.path());
         let (size, digest) = size_and_digest(path)?;
+        let blob = Blob {
+            path,
+            digest: &digest,
+            size,
+        };
+        let label = box_label(&arch_box.ready, role.name());
         upload_file(
             registry,
             ui,
             target,
-            &arch_box.ready,
-            role.name(),
-            path,
-            &digest,
-            size,
+            &label,
+            Some(&arch_box.ready.source),
+            &blob,
         )
         .map_err(explain)?;
         layers.push(format::layer(
@@ -210,7 +214,7 @@ fn image_manifest(
     arch_box: &ArchBox,
     scratch: &Path,
 ) -> Result<Vec<u8>> {
-    use super::image;
+    use super::box_image as image;
     let explain = |e: RegistryError| e.explain(&target.text, target.inner.registry());
     let io = |what: &str, e: std::io::Error| {
         Error::setup(format!(
@@ -250,15 +254,19 @@ fn image_manifest(
         )
         .map_err(|e| io(what, e))?;
         let (size, digest) = size_and_digest(tar.path())?;
+        let blob = Blob {
+            path: tar.path(),
+            digest: &digest,
+            size,
+        };
+        let label = box_label(&arch_box.ready, what);
         upload_file(
             registry,
             ui,
             target,
-            &arch_box.ready,
-            what,
-            tar.path(),
-            &digest,
-            size,
+            &label,
+            Some(&arch_box.ready.source),
+            &blob,
         )
         .map_err(explain)?;
         layers.push(image::layer(in_image, &digest, size));
@@ -269,7 +277,7 @@ fn image_manifest(
     let config = push_config(
         registry,
         target,
-        image::IMAGE_CONFIG_MEDIA_TYPE,
+        format::IMAGE_CONFIG_MEDIA_TYPE,
         format::to_bytes(&config),
     )
     .map_err(explain)?;
@@ -325,31 +333,41 @@ fn files(ready: &ReadyBox) -> Vec<(Role, &Path)> {
     files
 }
 
-/// HEAD first; then a cross-repository mount when the box came from another repository
-/// of the same registry; else an upload with progress.
-#[allow(clippy::too_many_arguments)]
-fn upload_file(
+/// A file to upload as blob `digest` of `size` bytes.
+pub struct Blob<'a> {
+    pub path: &'a Path,
+    pub digest: &'a str,
+    pub size: u64,
+}
+
+/// What the progress line calls one file of a box: `NAME VERSION (ARCH): WHAT`.
+fn box_label(ready: &ReadyBox, what: &str) -> String {
+    format!(
+        "{} {} ({}): {what}",
+        ready.name, ready.version.version, ready.version.arch
+    )
+}
+
+/// Puts one blob into `target`'s repository: nothing when the registry has it (a HEAD
+/// request); a cross-repository mount when `mount_from` (an `oci://` reference the blob
+/// came from) is another repository of the same registry; else an upload with progress,
+/// named `label`.
+pub fn upload_file(
     registry: &Registry,
     ui: Ui,
     target: &BoxReference,
-    ready: &ReadyBox,
-    what: &str,
-    path: &Path,
-    digest: &str,
-    size: u64,
+    label: &str,
+    mount_from: Option<&str>,
+    blob: &Blob,
 ) -> std::result::Result<(), RegistryError> {
-    let label = format!(
-        "{} {} ({}): {what}",
-        ready.name, ready.version.version, ready.version.arch
-    );
-    if registry.has_blob(&target.inner, digest)? {
+    if registry.has_blob(&target.inner, blob.digest)? {
         ui.detail(&format!("{label}: the registry has it already"));
         return Ok(());
     }
-    if let Ok(source) = BoxReference::parse(&ready.source) {
+    if let Some(source) = mount_from.and_then(|s| BoxReference::parse(s).ok()) {
         if source.inner.registry() == target.inner.registry()
             && source.inner.repository() != target.inner.repository()
-            && registry.mount_blob(&target.inner, &source.inner, digest)
+            && registry.mount_blob(&target.inner, &source.inner, blob.digest)
         {
             ui.detail(&format!(
                 "{label}: mounted from {}",
@@ -358,8 +376,14 @@ fn upload_file(
             return Ok(());
         }
     }
-    let progress = Progress::upload(ui, &label, size);
-    let result = registry.push_file(&target.inner, path, digest, size, progress.setter());
+    let progress = Progress::upload(ui, label, blob.size);
+    let result = registry.push_file(
+        &target.inner,
+        blob.path,
+        blob.digest,
+        blob.size,
+        progress.setter(),
+    );
     progress.finish();
     result
 }
@@ -508,7 +532,7 @@ fn copy_as_stored(
         let manifest: oci_client::manifest::OciImageManifest = serde_json::from_slice(&bytes)
             .map_err(|e| Error::setup(format!("{source_text}: manifest {manifest_digest}: {e}")))?;
         let config_bytes = source.blob(&manifest.config.digest).map_err(from)?;
-        let config = super::image::stored_config(&manifest.config.media_type, &config_bytes)
+        let config = super::box_image::stored_config(&manifest.config.media_type, &config_bytes)
             .map_err(|e| Error::setup(format!("{source_text}: manifest {manifest_digest}: {e}")))?;
         if !wanted.contains(&config.arch.as_str()) {
             continue;

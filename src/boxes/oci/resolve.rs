@@ -132,7 +132,12 @@ impl Resolver<'_> {
                 }
                 Err(e) => return Err(e.explain(&reference.text, reference.inner.registry())),
             }
-            check_signatures(&reference.text, &resolution, rule)?;
+            check_signatures(
+                &reference.text,
+                &resolution.digest,
+                resolution.signatures.as_deref().unwrap_or_default(),
+                rule,
+            )?;
         }
         let name = reference.box_name();
         let catalog = to_catalog(&source, &resolution, &name)?;
@@ -152,7 +157,12 @@ impl Resolver<'_> {
         let mut resolution = self.resolve(layout, None).map_err(explain)?;
         if let Some(rule) = crate::boxes::trust::rule_for(self.rules, &layout.text) {
             resolution.signatures = Some(signatures(layout, &resolution.digest).map_err(explain)?);
-            check_signatures(&layout.text, &resolution, rule)?;
+            check_signatures(
+                &layout.text,
+                &resolution.digest,
+                resolution.signatures.as_deref().unwrap_or_default(),
+                rule,
+            )?;
         }
         let name = layout.box_name();
         let catalog = to_catalog(layout, &resolution, &name)?;
@@ -262,7 +272,8 @@ impl Resolver<'_> {
             let manifest: OciImageManifest = serde_json::from_str(&text)
                 .map_err(|e| RegistryError::Invalid(format!("manifest {manifest_digest}: {e}")))?;
             let media_type = manifest.config.media_type.as_str();
-            if media_type != format::CONFIG_MEDIA_TYPE && !super::image::is_image_config(media_type)
+            if media_type != format::CONFIG_MEDIA_TYPE
+                && !super::box_image::is_image_config(media_type)
             {
                 return Err(RegistryError::Invalid(
                     format!(
@@ -348,7 +359,16 @@ pub(super) fn manifest_digests(
         .collect())
 }
 
-fn check_signatures(text: &str, resolution: &Resolution, rule: &Rule) -> Result<()> {
+/// Whether one of `signatures` (the layers stored beside `digest`) is a valid signature
+/// of `digest` by one of the rule's keys, naming the repository the rule expects. Errors:
+/// one line naming `text` (the reference) and why: unsigned, signed by another key, for
+/// another manifest or repository.
+fn check_signatures(
+    text: &str,
+    digest: &str,
+    signatures: &[SignatureLayer],
+    rule: &Rule,
+) -> Result<()> {
     let keys_shown: Vec<String> = rule.keys.iter().map(|k| k.display().to_string()).collect();
     let keys_shown = keys_shown.join(", ");
     if rule.keys.is_empty() {
@@ -365,12 +385,11 @@ fn check_signatures(text: &str, resolution: &Resolution, rule: &Rule) -> Result<
             rule.origin.display()
         )));
     };
-    let signatures = resolution.signatures.as_deref().unwrap_or_default();
     if signatures.is_empty() {
         return Err(Error::setup(format!(
             "{}: refused: unsigned (no signature for {} beside it), but {} requires one by {keys_shown}; sign it with 'boxbuild box sign' or use a signed reference",
             text,
-            resolution.digest,
+            digest,
             rule.origin.display()
         )));
     }
@@ -382,7 +401,7 @@ fn check_signatures(text: &str, resolution: &Resolution, rule: &Rule) -> Result<
                 &key,
                 layer.payload.as_bytes(),
                 &layer.signature,
-                &resolution.digest,
+                digest,
                 &identity,
             ) {
                 Ok(()) => return Ok(()),
@@ -403,9 +422,9 @@ fn check_signatures(text: &str, resolution: &Resolution, rule: &Rule) -> Result<
     why.sort();
     why.dedup();
     Err(Error::setup(format!(
-        "{}: refused: no valid signature by {keys_shown} for {} (found {}); the box was re-signed by another key or changed after signing",
+        "{}: refused: no valid signature by {keys_shown} for {} (found {}); it was re-signed by another key or changed after signing",
         text,
-        resolution.digest,
+        digest,
         why.join("; ")
     )))
 }
@@ -423,6 +442,28 @@ fn disk_in_layers(source: &dyn Source, manifest: &OciImageManifest) -> Option<St
         .flatten()
         .map(|name| format!("/{name}"))
     })
+}
+
+/// Checks `digest`, what `reference` names now, against the trust rule for `reference`
+/// (none: nothing to check), reading the signatures stored beside it from the registry,
+/// as for a registry box. Errors: one line naming the reference (unreachable, unsigned,
+/// badly signed).
+pub fn check_trust(
+    registry: &Registry,
+    rules: &[Rule],
+    reference: &BoxReference,
+    digest: &str,
+) -> Result<()> {
+    let Some(rule) = crate::boxes::trust::rule_for(rules, &reference.text) else {
+        return Ok(());
+    };
+    let source = RegistrySource {
+        registry,
+        reference,
+    };
+    let found = signatures(&source, digest)
+        .map_err(|e| e.explain(&reference.text, reference.inner.registry()))?;
+    check_signatures(&reference.text, digest, &found, rule)
 }
 
 /// The box described by a resolution, as a catalog with one box named `name`.
@@ -443,10 +484,10 @@ pub fn to_catalog(source: &dyn Source, resolution: &Resolution, name: &str) -> R
             .get(&manifest.config.digest)
             .ok_or_else(|| bad(format!("manifest {digest}: its config was not read")))?;
         let blob_url = |blob: &str| source.blob_url(blob);
-        let version = if super::image::is_image_config(&manifest.config.media_type) {
-            match super::image::box_labels(config_text, &manifest) {
-                Some(labels) => super::image::version_entry(&labels, &manifest, blob_url),
-                None => Err(super::image::not_a_box(
+        let version = if super::box_image::is_image_config(&manifest.config.media_type) {
+            match super::box_image::box_labels(config_text, &manifest) {
+                Some(labels) => super::box_image::version_entry(&labels, &manifest, blob_url),
+                None => Err(super::box_image::not_a_box(
                     disk_in_layers(source, &manifest).as_deref(),
                 )),
             }
