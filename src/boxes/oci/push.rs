@@ -171,22 +171,8 @@ fn box_manifest(
             None
         };
         let path = compressed.as_ref().map_or(original, |t| t.path());
-        let (size, digest) = size_and_digest(path)?;
-        let blob = Blob {
-            path,
-            digest: &digest,
-            size,
-        };
-        let label = box_label(&arch_box.ready, role.name());
-        upload_file(
-            registry,
-            ui,
-            target,
-            &label,
-            Some(&arch_box.ready.source),
-            &blob,
-        )
-        .map_err(explain)?;
+        let (size, digest) =
+            upload_box_file(registry, ui, target, &arch_box.ready, role.name(), path)?;
         layers.push(format::layer(
             role,
             &digest,
@@ -253,22 +239,8 @@ fn image_manifest(
             owner,
         )
         .map_err(|e| io(what, e))?;
-        let (size, digest) = size_and_digest(tar.path())?;
-        let blob = Blob {
-            path: tar.path(),
-            digest: &digest,
-            size,
-        };
-        let label = box_label(&arch_box.ready, what);
-        upload_file(
-            registry,
-            ui,
-            target,
-            &label,
-            Some(&arch_box.ready.source),
-            &blob,
-        )
-        .map_err(explain)?;
+        let (size, digest) =
+            upload_box_file(registry, ui, target, &arch_box.ready, what, tar.path())?;
         layers.push(image::layer(in_image, &digest, size));
     }
     // Uncompressed layers: each layer's digest is its diff_id.
@@ -340,12 +312,31 @@ pub struct Blob<'a> {
     pub size: u64,
 }
 
-/// What the progress line calls one file of a box: `NAME VERSION (ARCH): WHAT`.
-fn box_label(ready: &ReadyBox, what: &str) -> String {
-    format!(
+/// Uploads the file at `path` as a blob of `ready`'s push (named `NAME VERSION (ARCH):
+/// WHAT` in the progress line, mounted from the repository the box came from where it
+/// can be); returns its size in bytes and `sha256:` digest. Errors: the file unreadable,
+/// the registry's answer, naming `target`.
+fn upload_box_file(
+    registry: &Registry,
+    ui: Ui,
+    target: &BoxReference,
+    ready: &ReadyBox,
+    what: &str,
+    path: &Path,
+) -> Result<(u64, String)> {
+    let (size, digest) = size_and_digest(path)?;
+    let label = format!(
         "{} {} ({}): {what}",
         ready.name, ready.version.version, ready.version.arch
-    )
+    );
+    let blob = Blob {
+        path,
+        digest: &digest,
+        size,
+    };
+    upload_file(registry, ui, target, &label, Some(&ready.source), &blob)
+        .map_err(|e| e.explain(&target.text, target.inner.registry()))?;
+    Ok((size, digest))
 }
 
 /// Puts one blob into `target`'s repository: nothing when the registry has it (a HEAD
