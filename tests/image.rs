@@ -543,11 +543,18 @@ fn every_manifest_passes_the_kubernetes_schema() {
         checks.push((file, version));
     }
     for (file, version) in checks {
-        let out = Command::new("kubernetes-validate")
-            .args(["--strict", "--kubernetes-version", version])
+        // As a module: pip's --user install puts the command where PATH may not look.
+        let out = Command::new("python3")
+            .args([
+                "-m",
+                "kubernetes_validate",
+                "--strict",
+                "--kubernetes-version",
+            ])
+            .arg(version)
             .arg(&file)
             .output()
-            .expect("kubernetes-validate (pip install kubernetes-validate)");
+            .expect("python3 with kubernetes-validate (pip install kubernetes-validate)");
         ok(&out);
         assert!(
             !stdout(&out).contains("WARN") && !stdout(&out).contains("ERROR"),
