@@ -334,6 +334,11 @@ pub struct BuildOptions {
     #[arg(long, value_name = "DIR", env = "BOXBUILD_STASH_DIR")]
     pub stash_dir: Option<PathBuf>,
 
+    /// With --stash oci://...: sign the pushed stash with this P-256 private key (PKCS#8
+    /// PEM), as cosign does and as 'stash push --sign-key'.
+    #[arg(long, value_name = "KEY")]
+    pub sign_key: Option<PathBuf>,
+
     /// The builder's arguments, after `--`.
     #[arg(last = true, value_name = "BUILDER_ARGS", value_parser = clap::value_parser!(OsString))]
     pub builder_args: Vec<OsString>,

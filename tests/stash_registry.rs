@@ -366,6 +366,7 @@ fn a_build_with_a_registry_stash_stashes_then_pushes() {
     small_root(&desc.join("root"), &[("built-file", "built\n")], None);
     let target = w.oci("stashes/built");
     let t = w.path("t");
+    let (private, public) = key_pair(w.env.tmp.path(), "builds");
     let out = w
         .boxbuild()
         .args([
@@ -374,7 +375,9 @@ fn a_build_with_a_registry_stash_stashes_then_pushes() {
             "debian",
             "--stash",
             &format!("{target}:2"),
+            "--sign-key",
         ])
+        .arg(&private)
         .arg("--")
         .arg("--description")
         .arg(&desc)
@@ -389,9 +392,18 @@ fn a_build_with_a_registry_stash_stashes_then_pushes() {
     let err = stderr(&out);
     assert!(
         err.contains(&format!("stashed built:2 ({digest})"))
-            && err.contains(&format!("pushed stash built:2 to {target}:2 as {digest}")),
+            && err.contains(&format!(
+                "pushed stash built:2 to {target}:2 as {digest}, signed"
+            )),
         "{err}"
     );
+    // Signed by the build's key: a trust rule asking for it lets the stash in.
+    w.trust(&w.oci("stashes/"), &public);
+    ok(&w
+        .boxbuild()
+        .args(["stash", "pull", &format!("{target}:2"), "checked:2"])
+        .output()
+        .unwrap());
     assert_eq!(
         pushed["Labels"]["io.osinside.kiwi.meta"],
         "KIWI - https://github.com/OSInside/kiwi"
@@ -475,6 +487,34 @@ fn registry_refusals_are_one_line_before_any_box() {
     refused(
         &build(&w.oci("stashes/my_base:1")),
         "the repository's last part names the stash",
+    );
+    // --sign-key: only for a stash the build pushes, and a key that is one.
+    let signed = |stash: &str, key: &Path| {
+        w.boxbuild()
+            .args([
+                "--container",
+                "--box",
+                "debian",
+                "--stash",
+                stash,
+                "--sign-key",
+            ])
+            .arg(key)
+            .arg("--")
+            .arg("--description")
+            .arg(repo_root().join("examples/debian-tarball"))
+            .arg("--target-dir")
+            .arg(&t)
+            .output()
+            .unwrap()
+    };
+    refused(
+        &signed("local:1", &other),
+        "--sign-key signs the stash a build pushes",
+    );
+    refused(
+        &signed(&w.oci("stashes/base:1"), &public),
+        "not an unencrypted PKCS#8 P-256 private key",
     );
     let out = w
         .boxbuild()

@@ -13,6 +13,7 @@ use crate::job::stash::{self as job_stash, StashInput, StashJob, Task};
 use crate::sys::error::{Context, Error, Result};
 use crate::sys::signals::SignalWatch;
 use crate::sys::ui::Ui;
+use p256::ecdsa::SigningKey;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
@@ -32,11 +33,19 @@ pub struct StashRun {
     pub args: Option<BuilderArgs>,
     commit: Option<(String, String)>,
     /// `--stash oci://...`: where the new stash goes after the commit.
-    push: Option<(Remote, BoxReference)>,
+    push: Option<Push>,
     dir: StashDir,
     work: tempfile::TempDir,
     _locks: Vec<EntryLock>,
     _empty: Option<tempfile::TempDir>,
+}
+
+/// A build's `--stash oci://...`: the registry, the tag to push to, the `--sign-key`
+/// (its file, for the hint when the push fails, and the key read from it).
+struct Push {
+    remote: Remote,
+    target: BoxReference,
+    key: Option<(PathBuf, SigningKey)>,
 }
 
 fn waiting(ui: Ui, name: &str) -> impl FnOnce() + '_ {
@@ -56,6 +65,13 @@ pub fn prepare(
     ui: Ui,
 ) -> Result<Option<StashRun>> {
     let dir = StashDir::new(opts.stash_dir.as_deref())?;
+    let pushes = matches!(request, Request::Build)
+        && matches!(opts.stash.as_slice(), [text] if text.starts_with(SCHEME));
+    if opts.sign_key.is_some() && !pushes {
+        return Err(Error::setup(
+            "--sign-key signs the stash a build pushes: give it with --stash oci://REGISTRY/REPOSITORY[:TAG] (or use 'boxbuild stash push --sign-key')",
+        ));
+    }
     match request {
         Request::Build => {
             let [text] = opts.stash.as_slice() else {
@@ -67,7 +83,11 @@ pub fn prepare(
                 };
             };
             if text.starts_with(SCHEME) {
-                return stash_and_push(dir, text, signals, ui).map(Some);
+                let key = match &opts.sign_key {
+                    Some(path) => Some((path.clone(), registry::signing_key(path)?)),
+                    None => None,
+                };
+                return stash_and_push(dir, text, key, signals, ui).map(Some);
             }
             let stash = StashRef::parse(text)?;
             let Pin::Tag(tag) = stash.pin else {
@@ -122,7 +142,13 @@ pub fn prepare(
 /// `--stash oci://REGISTRY/REPOSITORY[:TAG]` on a build: stashed in the stash dir as
 /// NAME:TAG (the repository's last part, the reference's tag or `latest`), then pushed
 /// there. The registry is asked first whether it takes the push.
-fn stash_and_push(dir: StashDir, text: &str, signals: &SignalWatch, ui: Ui) -> Result<StashRun> {
+fn stash_and_push(
+    dir: StashDir,
+    text: &str,
+    key: Option<(PathBuf, SigningKey)>,
+    signals: &SignalWatch,
+    ui: Ui,
+) -> Result<StashRun> {
     let target = BoxReference::parse(text)?;
     if target.digest().is_some() {
         return Err(Error::setup(format!(
@@ -137,7 +163,11 @@ fn stash_and_push(dir: StashDir, text: &str, signals: &SignalWatch, ui: Ui) -> R
     let remote = Remote::open(ui, signals)?;
     remote.check_target(&target)?;
     let mut run = stash_task(dir, name, tag.clone(), None, None, signals, ui)?;
-    run.push = Some((remote, target.at_tag(&tag)));
+    run.push = Some(Push {
+        remote,
+        target: target.at_tag(&tag),
+        key,
+    });
     Ok(run)
 }
 
@@ -344,22 +374,38 @@ impl StashRun {
             "stashed {name}:{tag} ({digest}) in {}",
             self.dir.path(name).display()
         ));
-        if let Some((remote, target)) = &self.push {
+        if let Some(Push {
+            remote,
+            target,
+            key,
+        }) = &self.push
+        {
             let stash = StashRef {
                 name: name.clone(),
                 pin: Pin::Tag(tag.clone()),
             };
             let (digest, target) = remote
-                .push(&self.dir, &stash, target, None, self._locks.first())
+                .push(
+                    &self.dir,
+                    &stash,
+                    target,
+                    key.as_ref().map(|(_, key)| key),
+                    self._locks.first(),
+                )
                 .map_err(|e| {
+                    let sign = match key {
+                        Some((path, _)) => format!(" --sign-key {}", path.display()),
+                        None => String::new(),
+                    };
                     Error::setup(format!(
-                        "stash {stash} is in the stash dir, but its push failed: {e}; push it with 'boxbuild stash push {stash} {}'",
+                        "stash {stash} is in the stash dir, but its push failed: {e}; push it with 'boxbuild stash push{sign} {stash} {}'",
                         target.text
                     ))
                 })?;
             ui.info(&format!(
-                "pushed stash {stash} to {} as {digest}",
-                target.text
+                "pushed stash {stash} to {} as {digest}{}",
+                target.text,
+                if key.is_some() { ", signed" } else { "" }
             ));
         }
         Ok(code)
@@ -413,8 +459,9 @@ pub fn push(
     let stash = StashRef::parse(stash)?;
     let target = BoxReference::parse(target)?;
     let signals = SignalWatch::install()?;
+    let key = sign_key.map(registry::signing_key).transpose()?;
     let remote = Remote::open(ui, &signals)?;
-    let (digest, target) = remote.push(&dir, &stash, &target, sign_key, None)?;
+    let (digest, target) = remote.push(&dir, &stash, &target, key.as_ref(), None)?;
     crate::sys::ui::say(&format!(
         "pushed stash {stash} to {} as {digest}{}",
         target.text,

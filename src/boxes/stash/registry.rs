@@ -20,6 +20,7 @@ use crate::boxes::trust::{self, Rule};
 use crate::sys::error::{Context, Error, Result};
 use crate::sys::signals::SignalWatch;
 use crate::sys::ui::Ui;
+use p256::ecdsa::SigningKey;
 use serde_json::json;
 use std::cell::Cell;
 use std::path::Path;
@@ -91,6 +92,13 @@ fn find(dir: &StashDir, name: &str, tag: &str, digest: Option<&str>) -> Option<S
         .chain(version.layers.iter().map(|l| &l.0))
         .all(|d| blob_path(&layout, d).is_file());
     complete.then_some(version.digest)
+}
+
+/// The key a stash push signs with: `--sign-key KEY`, a P-256 private key in PKCS#8 PEM
+/// (as `box push --sign-key` and cosign). Errors: one line naming the file and how to make
+/// one, exit 125.
+pub fn signing_key(path: &Path) -> Result<SigningKey> {
+    signature::load_signing_key(path).map_err(Error::setup)
 }
 
 /// The registry side of stashes: client, fetcher, trust rules.
@@ -297,16 +305,16 @@ impl Remote {
 
     /// `stash push`: version `stash` of the stash dir to `target` (its tag, else the
     /// stash's), blobs the registry lacks first, the manifest as stored (the digest stays),
-    /// signed with `sign_key` (PKCS#8 PEM, as `box push --sign-key`). Returns the digest.
+    /// signed with `key` (from [`signing_key`]). Returns the digest.
     /// Errors, one line, before anything is sent where they can be: an unknown stash or
-    /// tag, an oci-archive of kiwi, a bad key, a target without a tag or with a digest.
+    /// tag, an oci-archive of kiwi, a target without a tag or with a digest.
     /// `held`: the name's lock, when the caller holds it already (else it is taken shared).
     pub fn push(
         &self,
         dir: &StashDir,
         stash: &StashRef,
         target: &BoxReference,
-        sign_key: Option<&Path>,
+        key: Option<&SigningKey>,
         held: Option<&EntryLock>,
     ) -> Result<(String, BoxReference)> {
         if target.digest().is_some() {
@@ -325,10 +333,6 @@ impl Remote {
                 )))
             }
         };
-        let key = sign_key
-            .map(signature::load_signing_key)
-            .transpose()
-            .map_err(Error::setup)?;
         let _reading = match held {
             Some(_) => None,
             None => Some(self.lock(dir, &stash.name, Mode::Shared)?),
@@ -353,7 +357,7 @@ impl Remote {
             self.ui,
             &layout,
             &target,
-            key.as_ref(),
+            key,
             &format!("stash {stash}"),
         )?;
         Ok((digest, target))
