@@ -737,6 +737,24 @@ pub enum StashCommand {
         #[arg(long, value_name = "DIR", env = "BOXBUILD_STASH_DIR")]
         stash_dir: Option<PathBuf>,
     },
+    /// Remove a stash, every version of it (refused while a running boxbuild uses it).
+    Remove {
+        #[arg(value_name = "NAME")]
+        name: String,
+        /// Where stashes live (default: boxbuild's data dir, per user).
+        #[arg(long, value_name = "DIR", env = "BOXBUILD_STASH_DIR")]
+        stash_dir: Option<PathBuf>,
+    },
+    /// Empty the cache of registry images pulled for stackbuilds (entries a running
+    /// stackbuild uses stay); stashes themselves are never pruned.
+    Prune {
+        /// Only say what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+        /// Where stashes live (default: boxbuild's data dir, per user).
+        #[arg(long, value_name = "DIR", env = "BOXBUILD_STASH_DIR")]
+        stash_dir: Option<PathBuf>,
+    },
     /// Pull a container image from an OCI registry into the stash dir as stash NAME
     /// (default: the repository's last part) and TAG (default: the reference's tag, else
     /// latest).

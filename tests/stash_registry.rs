@@ -355,6 +355,102 @@ fn a_pushed_stash_is_stacked_from_the_registry_twice_at_once() {
         "{:?}",
         w.registry.requests()
     );
+    prune_and_remove(&w);
+}
+
+/// A process holding `lock` shared (as a running stackbuild does), once it holds it.
+fn hold_shared(lock: &Path) -> std::process::Child {
+    let holder = Command::new("flock")
+        .arg("-s")
+        .arg(lock)
+        .args(["sleep", "60"])
+        .spawn()
+        .unwrap();
+    let free = || {
+        Command::new("flock")
+            .args(["-n", "-x"])
+            .arg(lock)
+            .arg("true")
+            .status()
+            .unwrap()
+            .success()
+    };
+    while free() {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    holder
+}
+
+/// `stash prune` empties the registry cache but for an entry in use, never a stash;
+/// `stash remove` takes a whole stash, refused while it is in use.
+fn prune_and_remove(w: &World) {
+    let cache = w.stash_dir().join(".registry");
+    let entries = || fs::read_dir(&cache).unwrap().count();
+    assert_eq!(entries(), 1);
+    let entry = fs::read_dir(&cache).unwrap().next().unwrap().unwrap();
+    let entry = entry.file_name().to_string_lossy().to_string();
+    let said = stdout(
+        &w.boxbuild()
+            .args(["stash", "prune", "--dry-run"])
+            .output()
+            .unwrap(),
+    );
+    assert!(
+        said.starts_with(&format!("would remove .registry/{entry} (")),
+        "{said}"
+    );
+    assert_eq!(entries(), 1);
+    // A running stackbuild's shared lock keeps its entry.
+    let lock = w.stash_dir().join(format!(".locks/.registry_{entry}.lock"));
+    let mut holder = hold_shared(&lock);
+    let said = stdout(&w.boxbuild().args(["stash", "prune"]).output().unwrap());
+    assert!(said.contains("a running stackbuild uses it"), "{said}");
+    assert_eq!(entries(), 1);
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    let out = w.boxbuild().args(["stash", "prune"]).output().unwrap();
+    ok(&out);
+    assert!(
+        stdout(&out).contains(&format!("removed .registry/{entry} (")),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(entries(), 0);
+    let list = stdout(&w.boxbuild().args(["stash", "list"]).output().unwrap());
+    assert!(
+        list.contains("small-base\t1\t") && list.contains("copy\t7\t"),
+        "{list}"
+    );
+    // stash remove: the whole stash, not a version of it, not one in use.
+    let remove = |name: &str| {
+        w.boxbuild()
+            .args(["stash", "remove", name])
+            .output()
+            .unwrap()
+    };
+    refused(&remove("copy:7"), "single versions are not removed");
+    refused(&remove("nope"), "no stash \"nope\"");
+    let lock = w.stash_dir().join(".locks/copy.lock");
+    let mut holder = hold_shared(&lock);
+    refused(
+        &remove("copy"),
+        "stash copy is in use by a running boxbuild",
+    );
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    let out = remove("copy");
+    ok(&out);
+    assert!(
+        stdout(&out).starts_with("removed stash copy ("),
+        "{}",
+        stdout(&out)
+    );
+    let list = stdout(&w.boxbuild().args(["stash", "list"]).output().unwrap());
+    assert!(
+        list.contains("small-base\t1\t") && !list.contains("copy\t"),
+        "{list}"
+    );
+    assert!(!w.stash_dir().join("copy").exists());
 }
 
 #[test]

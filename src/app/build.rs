@@ -35,7 +35,7 @@ pub fn stackbuild(args: &StackbuildArgs, ui: Ui) -> Result<u8> {
     run(&args.build, ui, Request::Stackbuild(args))
 }
 
-/// `stash list`, `stash push`, `stash pull`, `system stash --list`, and `system stash
+/// `stash list`, `stash push`, `stash pull`, `stash remove`, `stash prune`, `system stash --list`, and `system stash
 /// --root DIR`.
 pub fn stash_command(args: &StashArgs, ui: Ui) -> Result<u8> {
     let or_global = |dir: &Option<std::path::PathBuf>| {
@@ -72,6 +72,12 @@ pub fn stash_command(args: &StashArgs, ui: Ui) -> Result<u8> {
                 stash.as_deref(),
                 ui,
             )
+        }
+        Some(StashCommand::Remove { name, stash_dir }) => {
+            return stash::remove(or_global(stash_dir).as_deref(), name)
+        }
+        Some(StashCommand::Prune { dry_run, stash_dir }) => {
+            return stash::prune(or_global(stash_dir).as_deref(), *dry_run)
         }
         None if args.list => return stash::list(args.build.stash_dir.as_deref()),
         None => {}

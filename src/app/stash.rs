@@ -447,6 +447,61 @@ pub fn list(stash_dir: Option<&Path>) -> Result<u8> {
     Ok(0)
 }
 
+/// `stash remove NAME`: every version of the stash. Errors, one line, exit 125: no such
+/// stash (or not a stash name), a tag or digest given, a running boxbuild using it.
+pub fn remove(stash_dir: Option<&Path>, name: &str) -> Result<u8> {
+    let dir = StashDir::new(stash_dir)?;
+    let stash = StashRef::parse(name)?;
+    if name.contains([':', '@']) {
+        return Err(Error::setup(format!(
+            "stash remove {name}: name the whole stash ({}); single versions are not removed",
+            stash.name
+        )));
+    }
+    if !dir.path(name).is_dir() {
+        return Err(Error::setup(format!(
+            "no stash {name:?} in {} (see 'boxbuild stash list')",
+            dir.root.display()
+        )));
+    }
+    match dir.remove(name)? {
+        Some(bytes) => {
+            crate::sys::ui::say(&format!("removed stash {name} ({})", mib(bytes)));
+            Ok(0)
+        }
+        None => Err(Error::setup(format!(
+            "stash {name} is in use by a running boxbuild; remove it when that ends"
+        ))),
+    }
+}
+
+/// `stash prune [--dry-run]`: the registry cache's entries (`STASH_DIR/.registry/`), each
+/// removed whole unless a running stackbuild holds it; a line per entry.
+pub fn prune(stash_dir: Option<&Path>, dry_run: bool) -> Result<u8> {
+    let dir = StashDir::new(stash_dir)?;
+    let mut freed = 0;
+    let mut said = Vec::new();
+    for entry in registry::cache_entries(&dir) {
+        if dry_run {
+            let bytes = crate::boxes::store::du(&dir.path(&entry));
+            said.push(format!("would remove {entry} ({})", mib(bytes)));
+            continue;
+        }
+        match dir.remove(&entry)? {
+            Some(bytes) => {
+                freed += bytes;
+                said.push(format!("removed {entry} ({})", mib(bytes)));
+            }
+            None => said.push(format!("kept {entry}: a running stackbuild uses it")),
+        }
+    }
+    if !dry_run {
+        said.push(format!("freed {}", mib(freed)));
+    }
+    crate::sys::ui::say(&said.join("\n"));
+    Ok(0)
+}
+
 /// `stash push NAME[:TAG] oci://REGISTRY/REPOSITORY[:TAG] [--sign-key KEY]`.
 pub fn push(
     stash_dir: Option<&Path>,

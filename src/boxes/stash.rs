@@ -321,6 +321,24 @@ impl StashDir {
         Ok(newest)
     }
 
+    /// Removes the layout `name` (a stash, or a registry-cache entry `.registry/...`) whole,
+    /// unless a boxbuild holds its lock (then None): it is renamed into `.incoming` first, so
+    /// no reader ever finds half of it. Returns the bytes it held. Errors: one line naming
+    /// the path that could not be moved or removed.
+    pub fn remove(&self, name: &str) -> Result<Option<u64>> {
+        let Some(_writing) = self.try_lock(name, Mode::Exclusive)? else {
+            return Ok(None);
+        };
+        let path = self.path(name);
+        let bytes = crate::boxes::store::du(&path);
+        let gone = self.staging(name)?;
+        let parked = gone.path().join("gone");
+        fs::rename(&path, &parked).context(|| format!("cannot move {} away", path.display()))?;
+        gone.close()
+            .context(|| format!("cannot remove {}", parked.display()))?;
+        Ok(Some(bytes))
+    }
+
     /// A fresh staging dir for a stash's new blobs, removed when dropped.
     pub fn staging(&self, name: &str) -> Result<tempfile::TempDir> {
         let dir = self.root.join(".incoming");

@@ -71,6 +71,19 @@ pub fn cache_name(reference: &BoxReference) -> String {
     format!("{CACHE_DIR}/{}", reference.box_name())
 }
 
+/// The registry cache's entries, as `cache_name` names them, sorted.
+pub fn cache_entries(dir: &StashDir) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir.path(CACHE_DIR))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .filter_map(|e| e.file_name().to_str().map(|n| format!("{CACHE_DIR}/{n}")))
+        .collect();
+    names.sort();
+    names
+}
+
 /// The tag a reference is kept under in the cache: its tag, or `sha256-HEX` for a digest.
 fn cache_tag(reference: &BoxReference) -> String {
     match reference.digest() {

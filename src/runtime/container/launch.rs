@@ -131,9 +131,6 @@ pub fn launch(plan: Plan, container: &ContainerSettings) -> Result<Launched> {
     let run_dir = RunDir::create()?;
     ui.detail(&format!("run dir {}", run_dir.root().display()));
     let spec_network = super::network(&engine, network);
-    if spec_network == Network::Host {
-        ui.warn("the container shares the host's network: /dev/net/tun is not open to this user, and slirp4netns needs it for a network of the container's own (docs/container.md, \"Network\")");
-    }
     let mut volumes = Vec::new();
     let mut held: Vec<Box<dyn std::any::Any>> = Vec::new();
     if settings.scratch_mib.is_some() {
@@ -236,6 +233,10 @@ pub fn launch(plan: Plan, container: &ContainerSettings) -> Result<Launched> {
                 dir: share.host.clone(),
             }));
         }
+    }
+    // Said once every refusal is behind: a refused build prints its one line only.
+    if spec_network == Network::Host {
+        ui.warn("the container shares the host's network: /dev/net/tun is not open to this user, and slirp4netns needs it for a network of the container's own (docs/container.md, \"Network\")");
     }
     let spec = Spec {
         engine: &engine,
