@@ -5,8 +5,11 @@
 # stash's size beside the root tarball's, and the layer a second stash of the name adds;
 # then the stash pushed to a registry (Debian's docker-registry on 127.0.0.1, plain HTTP)
 # and stackbuilds from its registry reference, first pulling into the registry cache,
-# then from the cache. One run each. Prints a Markdown section; scripts/bench.sh can put it into
-# docs/benchmarks.md (BENCH_STASH_FILE, as BENCH_KIWI_FILE).
+# then from the cache. Then the VM path (QEMU; KVM where it works, else TCG): the build
+# from the repositories with --stash beside a stackbuild from that stash alone
+# (BENCH_STASH_VM=0 skips it: under TCG each VM run takes 10-20 minutes). One run each.
+# Prints a Markdown section; scripts/bench.sh can put it into docs/benchmarks.md
+# (BENCH_STASH_FILE, as BENCH_KIWI_FILE).
 #
 #   scripts/bench-stash.sh
 #
@@ -26,13 +29,14 @@ desc=$here/examples/debian-tarball
 now() { date +%s.%N; }
 since() { printf '%.0f' "$(echo "$(now) - $1" | bc -l)"; }
 mib() { printf '%.1f' "$(echo "$1 / 1048576" | bc -l)"; }
-run() { # LOG ARGS...: one boxbuild run under the heavy-work lock, its seconds on stdout
+run_box() { # LOG ARGS...: one boxbuild run, its seconds on stdout
   local log=$1 t0; shift
   t0=$(now)
-  "$boxbuild" -q --box debian --container "$@" >"$work/$log" 2>&1 ||
+  "$boxbuild" -q --box debian "$@" >"$work/$log" 2>&1 ||
     { tail -n 30 "$work/$log" >&2; exit 1; }
   since "$t0"
 }
+run() { local log=$1; shift; run_box "$log" --container "$@"; }
 # The first --container run of a box version unpacks its root file system (once).
 "$boxbuild" -q --container --box debian -- --description "$desc" --target-dir "$work/unpack" \
   --version >/dev/null 2>&1 || true
@@ -65,6 +69,24 @@ pull_s=$(run pull.log --no-network stackbuild --stash "oci://$registry/stashes/b
 cached_s=$(run cached.log --no-network stackbuild --stash "oci://$registry/stashes/bench:2" --target-dir "$work/t5")
 same_registry=no
 cmp -s "$work"/t1/*.packages "$work"/t4/*.packages && same_registry=yes
+
+vm_section=""
+if [ "${BENCH_STASH_VM:-1}" != 0 ]; then
+  echo ">> the VM path: the build with --stash, stackbuild from the stash" >&2
+  vm_stash_s=$(run_box vm-stash.log --stash vmbench:1 -- --description "$desc" --target-dir "$work/v2")
+  vm_stack_s=$(run_box vm-stack.log --no-network stackbuild --stash vmbench:1 --target-dir "$work/v3")
+  vm_same=no
+  cmp -s "$work"/v2/*.packages "$work"/v3/*.packages && vm_same=yes
+  vm_section="
+In a VM (QEMU with the accelerator boxbuild's probe chose, the default share backend), one run each:
+
+| run | time |
+|---|---|
+| the build from the repositories, with \`--stash vmbench:1\` | ${vm_stash_s} s |
+| \`stackbuild --stash vmbench:1 --no-network\` | ${vm_stack_s} s |
+
+The VM stackbuild's package list equals the VM build's: $vm_same."
+fi
 
 layout=$work/stashes/bench
 tarball=$(stat -c %s "$work"/t1/*.tar.xz)
@@ -106,4 +128,5 @@ Through a registry (Debian's docker-registry on 127.0.0.1, plain HTTP):
 | the same stackbuild again, from the cache (one manifest request) | ${cached_s} s |
 
 The package list of the stackbuild from the registry equals the original build's: $same_registry.
+$vm_section
 MD
