@@ -360,10 +360,11 @@ fn a_pushed_stash_is_stacked_from_the_registry_twice_at_once() {
 
 /// A process holding `lock` shared (as a running stackbuild does), once it holds it.
 fn hold_shared(lock: &Path) -> std::process::Child {
-    let holder = Command::new("flock")
-        .arg("-s")
+    // One process (sh, then sleep in its place) holds the lock's descriptor: killing it
+    // releases the lock.
+    let holder = Command::new("sh")
+        .args(["-c", r#"exec 9>>"$0" && flock -s 9 && exec sleep 60"#])
         .arg(lock)
-        .args(["sleep", "60"])
         .spawn()
         .unwrap();
     let free = || {
