@@ -567,9 +567,11 @@ fn registry_refusals_are_one_line_before_any_box() {
         }
     );
     // A build's stash for a registry: the registry is asked before the box starts.
-    let build = |stash: &str| {
+    let build_with = |stash: &str, extra: &[&std::ffi::OsStr]| {
         w.boxbuild()
-            .args(["--container", "--box", "debian", "--stash", stash, "--"])
+            .args(["--container", "--box", "debian", "--stash", stash])
+            .args(extra)
+            .arg("--")
             .arg("--description")
             .arg(repo_root().join("examples/debian-tarball"))
             .arg("--target-dir")
@@ -577,6 +579,7 @@ fn registry_refusals_are_one_line_before_any_box() {
             .output()
             .unwrap()
     };
+    let build = |stash: &str| build_with(stash, &[]);
     refused(
         &build("oci://127.0.0.1:1/stashes/base:1"),
         "oci://127.0.0.1:1/stashes/base:1: cannot reach the registry",
@@ -586,25 +589,8 @@ fn registry_refusals_are_one_line_before_any_box() {
         "the repository's last part names the stash",
     );
     // --sign-key: only for a stash the build pushes, and a key that is one.
-    let signed = |stash: &str, key: &Path| {
-        w.boxbuild()
-            .args([
-                "--container",
-                "--box",
-                "debian",
-                "--stash",
-                stash,
-                "--sign-key",
-            ])
-            .arg(key)
-            .arg("--")
-            .arg("--description")
-            .arg(repo_root().join("examples/debian-tarball"))
-            .arg("--target-dir")
-            .arg(&t)
-            .output()
-            .unwrap()
-    };
+    let signed =
+        |stash: &str, key: &Path| build_with(stash, &["--sign-key".as_ref(), key.as_os_str()]);
     refused(
         &signed("local:1", &other),
         "--sign-key signs the stash a build pushes",
