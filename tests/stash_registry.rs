@@ -417,6 +417,11 @@ fn prune_and_remove(w: &World) {
         stdout(&out)
     );
     assert_eq!(entries(), 0);
+    let said = stdout(&w.boxbuild().args(["stash", "prune"]).output().unwrap());
+    assert!(
+        said.starts_with("the registry cache of ") && said.trim_end().ends_with(" is empty"),
+        "{said}"
+    );
     let list = stdout(&w.boxbuild().args(["stash", "list"]).output().unwrap());
     assert!(
         list.contains("small-base\t1\t") && list.contains("copy\t7\t"),

@@ -495,7 +495,12 @@ pub fn prune(stash_dir: Option<&Path>, dry_run: bool) -> Result<u8> {
             None => said.push(format!("kept {entry}: a running stackbuild uses it")),
         }
     }
-    if !dry_run {
+    if said.is_empty() {
+        said.push(format!(
+            "the registry cache of {} is empty",
+            dir.root.display()
+        ));
+    } else if !dry_run {
         said.push(format!("freed {}", mib(freed)));
     }
     crate::sys::ui::say(&said.join("\n"));
