@@ -35,8 +35,8 @@ pub fn stackbuild(args: &StackbuildArgs, ui: Ui) -> Result<u8> {
     run(&args.build, ui, Request::Stackbuild(args))
 }
 
-/// `stash list`, `stash push`, `stash pull`, `stash remove`, `stash prune`, `system stash --list`, and `system stash
-/// --root DIR`.
+/// `stash list`, `stash push`, `stash pull`, `stash remove`, `stash prune`, `system stash
+/// --list`, and `system stash --root DIR`.
 pub fn stash_command(args: &StashArgs, ui: Ui) -> Result<u8> {
     let or_global = |dir: &Option<std::path::PathBuf>| {
         dir.as_deref()
